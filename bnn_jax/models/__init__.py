@@ -1,0 +1,22 @@
+"""Flax (linen) models sharing one calling convention, and helpers to use them as pure functions.
+
+``model.apply(variables, x, train=False, mc_dropout=False, rngs=...)``: ``train`` switches on
+dropout and BatchNorm batch statistics; ``mc_dropout`` switches on dropout only.
+"""
+
+from bnn_jax.models.core import Variables, apply, init, make_apply_fn, make_dropout_apply_fn
+from bnn_jax.models.lenet import LeNet5
+from bnn_jax.models.mlp import MLP
+from bnn_jax.models.resnet import BasicBlock, ResNet
+
+__all__ = [
+    "MLP",
+    "BasicBlock",
+    "LeNet5",
+    "ResNet",
+    "Variables",
+    "apply",
+    "init",
+    "make_apply_fn",
+    "make_dropout_apply_fn",
+]

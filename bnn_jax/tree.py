@@ -1,0 +1,56 @@
+"""Small pytree utilities: flattening, inner products, and random trees shaped like params."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from bnn_jax.types import Key, Params
+
+ravel = ravel_pytree
+"""``flat, unravel = ravel(tree)``: concatenate all leaves into one vector (leaf order of
+``jax.tree.leaves``); ``unravel(flat)`` restores the tree."""
+
+
+def tree_size(tree: Params) -> int:
+    """Total number of scalars in ``tree``."""
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+
+
+def tree_dot(a: Params, b: Params) -> jax.Array:
+    """Inner product ``sum_i <a_i, b_i>`` over matching leaves."""
+    parts = jax.tree.map(lambda u, v: jnp.vdot(u, v), a, b)
+    return sum(jax.tree.leaves(parts), jnp.zeros(()))
+
+
+def tree_add(a: Params, b: Params) -> Params:
+    """Leafwise ``a + b``."""
+    return jax.tree.map(jnp.add, a, b)
+
+
+def tree_sub(a: Params, b: Params) -> Params:
+    """Leafwise ``a - b``."""
+    return jax.tree.map(jnp.subtract, a, b)
+
+
+def tree_scale(scalar: jax.Array | float, tree: Params) -> Params:
+    """Leafwise ``scalar * tree``."""
+    return jax.tree.map(lambda leaf: scalar * leaf, tree)
+
+
+def tree_zeros_like(tree: Params) -> Params:
+    """A tree of zeros with the shapes and dtypes of ``tree``."""
+    return jax.tree.map(jnp.zeros_like, tree)
+
+
+def split_key_like(key: Key, tree: Params) -> Params:
+    """One independent key per leaf of ``tree``, arranged in the same tree structure."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return jax.tree.unflatten(treedef, list(jax.random.split(key, len(leaves))))
+
+
+def normal_like(key: Key, tree: Params) -> Params:
+    """Standard normal draws shaped like ``tree``, one independent stream per leaf."""
+    keys = split_key_like(key, tree)
+    return jax.tree.map(lambda k, leaf: jax.random.normal(k, leaf.shape, leaf.dtype), keys, tree)
