@@ -1,0 +1,119 @@
+"""Data sets: bundled (toy2d, digits, mnist1d), TensorFlow Datasets, OOD sets, minibatches.
+
+``load(name, seed=0)`` returns a :class:`Dataset` with deterministic train/val/test splits;
+``load_ood(dataset, kind)`` returns out-of-distribution inputs shaped like it;
+:class:`Batches` and :func:`epoch_batches` cut minibatches with explicit-key shuffling.
+"""
+
+import numpy as np
+
+from bnn_jax.data import bundled
+from bnn_jax.data.batching import Batches, epoch_batches
+from bnn_jax.data.dataset import Dataset, check_arrays, keep_classes
+from bnn_jax.data.ood import make_ood
+from bnn_jax.data.tfds_loader import TFDS_DATASETS, load_tfds
+
+BUNDLED_DATASETS = {"toy2d": 2, "digits": 10, "mnist1d": 10}
+"""Data sets that need no download, and their number of classes."""
+DATASETS = (*BUNDLED_DATASETS, *TFDS_DATASETS)
+OOD_KINDS = ("patches", "noise", "held_out")
+
+__all__ = [
+    "DATASETS",
+    "OOD_KINDS",
+    "Batches",
+    "Dataset",
+    "check_arrays",
+    "epoch_batches",
+    "load",
+    "load_ood",
+]
+
+
+def load(
+    name: str,
+    *,
+    seed: int = 0,
+    classes: tuple[int, ...] | None = None,
+    num_train: int | None = None,
+    data_dir: str | None = None,
+) -> Dataset:
+    """Load data set ``name`` with splits determined by ``seed``.
+
+    Args:
+      name: one of ``DATASETS``: ``"toy2d"``, ``"digits"``, ``"mnist1d"`` (no download) or the
+        tfds names ``"mnist"``, ``"fashion_mnist"``, ``"kmnist"``, ``"cifar10"``,
+        ``"svhn_cropped"`` (must be prepared under ``data_dir``; see ``tfds_loader``).
+      seed: seed of the generator (toy2d, mnist1d) and of the splits.
+      classes: keep only these original classes, relabelled ``0..k-1`` in the given order
+        (e.g. ``(0, 1, 2, 3, 4)``; the rest are then available as ``load_ood(ds, "held_out")``).
+      num_train: for toy2d the number of generated training points (default 100); for the other
+        data sets keep only the first ``num_train`` training examples of the shuffled split.
+      data_dir: tfds data directory (default ``~/tensorflow_datasets``).
+
+    Example:
+      >>> ds = load("digits", seed=0)
+      >>> ds.x_train.shape, ds.num_classes
+      ((1077, 8, 8, 1), 10)
+    """
+    if name not in DATASETS:
+        raise ValueError(f"name: unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
+    if num_train is not None and num_train < 1:
+        raise ValueError(f"num_train: expected an integer >= 1 or None, got {num_train}")
+    total = BUNDLED_DATASETS.get(name) or TFDS_DATASETS[name]
+    if name == "toy2d":
+        splits = bundled.toy2d(seed, **({"num_train": num_train} if num_train else {}))
+    elif name == "digits":
+        splits = bundled.digits(seed)
+    elif name == "mnist1d":
+        splits = bundled.mnist1d(seed)
+    else:
+        splits = load_tfds(name, seed, data_dir)
+    if classes is None:
+        classes = tuple(range(total))
+    classes = tuple(int(c) for c in classes)
+    if not classes or len(set(classes)) != len(classes) or not all(0 <= c < total for c in classes):
+        raise ValueError(f"classes: expected distinct class ids in [0, {total}), got {classes}")
+    if len(classes) < total:
+        splits = tuple(keep_classes(x, y, classes) for x, y in splits)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = splits
+    if num_train is not None and name != "toy2d":
+        if num_train > len(x_train):
+            raise ValueError(f"num_train: expected at most {len(x_train)}, got {num_train}")
+        x_train, y_train = x_train[:num_train], y_train[:num_train]
+    return Dataset(
+        name, x_train, y_train, x_val, y_val, x_test, y_test, len(classes), classes, seed
+    )
+
+
+def load_ood(
+    dataset: Dataset,
+    kind: str,
+    *,
+    seed: int = 0,
+    num: int | None = None,
+    data_dir: str | None = None,
+) -> np.ndarray:
+    """Out-of-distribution inputs for ``dataset``, shaped like its test inputs.
+
+    Args:
+      dataset: the in-distribution :class:`Dataset`.
+      kind: ``"patches"`` (photo patches), ``"noise"`` or ``"held_out"`` (the test inputs of
+        the classes ``dataset`` was loaded without). See :mod:`bnn_jax.data.ood`.
+      seed: seed of the patches/noise.
+      num: number of inputs (default: as many as ``dataset.x_test``; for ``held_out`` at most
+        all held-out test inputs).
+      data_dir: tfds data directory, for reloading held-out classes.
+    """
+    if kind not in OOD_KINDS:
+        raise ValueError(f"kind: unknown OOD kind {kind!r}; expected one of {', '.join(OOD_KINDS)}")
+    if num is not None and num < 1:
+        raise ValueError(f"num: expected an integer >= 1 or None, got {num}")
+    num = len(dataset.x_test) if num is None else num
+    if kind != "held_out":
+        return make_ood(dataset, kind, num, seed)
+    total = BUNDLED_DATASETS.get(dataset.name) or TFDS_DATASETS[dataset.name]
+    rest = tuple(c for c in range(total) if c not in dataset.classes)
+    if not rest:
+        raise ValueError("dataset: has no held-out classes; load it with classes=(...) first")
+    return load(dataset.name, seed=dataset.seed, classes=rest, data_dir=data_dir).x_test[:num]

@@ -1,0 +1,68 @@
+"""Data sets that ship with a package or are generated locally: toy2d, digits, mnist1d."""
+
+import numpy as np
+import scipy.special
+from sklearn.datasets import load_digits, make_classification
+
+from bnn_jax.data.dataset import stratified_split
+
+
+def toy2d(seed: int, num_train: int = 100, num_val: int = 100, num_test: int = 500):
+    """The notebook's 2D problem: one informative direction bent through the Bessel J1.
+
+    ``make_classification(n_classes=2, n_features=2, n_redundant=1, n_informative=1,
+    n_clusters_per_class=1, class_sep=1)`` draws all ``num_train + num_val + num_test`` points in
+    one call (so the three splits share the generator's clusters and label noise), the first
+    coordinate is replaced by ``J1(x_0)``, and everything is standardised with the training
+    mean and standard deviation. Returns ``(x, y)`` triples for train, val and test.
+    """
+    n = num_train + num_val + num_test
+    x, y = make_classification(
+        n_samples=n,
+        n_classes=2,
+        n_features=2,
+        n_redundant=1,
+        n_informative=1,
+        n_clusters_per_class=1,
+        class_sep=1,
+        random_state=seed,
+    )
+    x[:, 0] = scipy.special.j1(x[:, 0])
+    mean, std = x[:num_train].mean(axis=0), x[:num_train].std(axis=0)
+    x = ((x - mean) / std).astype(np.float32)
+    y = y.astype(np.int32)
+    bounds = [num_train, num_train + num_val]
+    return tuple(zip(np.split(x, bounds), np.split(y, bounds), strict=True))
+
+
+def digits(seed: int):
+    """sklearn's bundled 8x8 digits (1797 images) as ``[n, 8, 8, 1]`` in [0, 1], split
+    60/20/20 into train/val/test, stratified by class."""
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[..., None]
+    y = bunch.target.astype(np.int32)
+    parts = stratified_split(y, (0.6, 0.2, 0.2), seed)
+    return tuple((x[idx], y[idx]) for idx in parts)
+
+
+def mnist1d(seed: int):
+    """MNIST-1D (Greydanus 2020) generated locally with ``mnist1d.data.make_dataset`` (no
+    download): 4000 + 1000 signals of length 40, the 4000 split 3500/500 into train/val
+    (stratified). Features are float32 ``[n, 40]``, as generated (not rescaled).
+
+    ``make_dataset`` seeds numpy's global generator; its state is restored afterwards so that
+    loading data has no side effect on the caller's ``np.random``.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed = seed
+    saved = np.random.get_state()  # noqa: NPY002 (mnist1d seeds the global RNG)
+    try:
+        raw = make_dataset(args)
+    finally:
+        np.random.set_state(saved)  # noqa: NPY002
+    x, y = raw["x"].astype(np.float32), raw["y"].astype(np.int32)
+    train, val = stratified_split(y, (0.875, 0.125), seed)
+    test = (raw["x_test"].astype(np.float32), raw["y_test"].astype(np.int32))
+    return (x[train], y[train]), (x[val], y[val]), test
