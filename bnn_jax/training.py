@@ -147,6 +147,7 @@ def train(
     loss_fn: LossFn = cross_entropy,
     validation: tuple[Any, Any] | None = None,
     variables: models.Variables | None = None,
+    epoch_metrics: Callable[[models.Variables], dict[str, Any]] | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train ``model`` on ``(x, y)`` for ``epochs`` epochs of shuffled minibatches.
@@ -162,6 +163,8 @@ def train(
       loss_fn: per-example NLL (default: softmax cross-entropy with integer labels).
       validation: optional ``(x_val, y_val)`` evaluated after every epoch.
       variables: start from these variables instead of a fresh initialisation.
+      epoch_metrics: optional ``fn(variables) -> {name: value}`` called after every epoch; its
+        values are recorded in the history (e.g. the learned Concrete Dropout rates).
       progress: show a tqdm bar over epochs.
 
     Returns:
@@ -201,8 +204,10 @@ def train(
         state, metrics = run_epoch(state, jax.random.fold_in(loop_key, epoch))
         if validation is not None:
             metrics.update(evaluate(state.variables, *map(jnp.asarray, validation)))
+        if epoch_metrics is not None:
+            metrics.update(epoch_metrics(state.variables))
         for name, value in metrics.items():
-            history.setdefault(name, []).append(float(value))
+            history.setdefault(name, []).append(np.asarray(value))
     return TrainResult(state.variables, {k: np.asarray(v) for k, v in history.items()})
 
 
