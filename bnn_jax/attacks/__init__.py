@@ -1,0 +1,49 @@
+"""Adversarial attacks against (Bayesian) predictives, and what uncertainty says about them.
+
+- :mod:`~bnn_jax.attacks.gradient`: :func:`fgm` (L-infinity = FGSM, L2, L1), :func:`bim`,
+  :func:`pgd` and :func:`input_gradient` for any ``log_prob_fn(x) -> [batch, classes]``.
+- :mod:`~bnn_jax.attacks.predictives`: the MC-averaged predictive over fixed posterior samples
+  (EOT) and single posterior samples as attack targets; :class:`Method` for sweeps.
+- :mod:`~bnn_jax.attacks.norms`: steepest-ascent directions, eps-ball projections and random
+  starts per norm.
+
+Example:
+  >>> f = attacks.mc_log_prob_fn(lambda k, x: dropout_apply(params, x, k), keys)
+  >>> x_adv = attacks.bim(f, x, eps=0.3, eps_iter=0.1, steps=10, norm="l2")
+"""
+
+from bnn_jax.attacks.gradient import (
+    LogProbFn,
+    LossFn,
+    bim,
+    cross_entropy,
+    fgm,
+    input_gradient,
+    pgd,
+)
+from bnn_jax.attacks.norms import NORMS, NormOps, norm_ops
+from bnn_jax.attacks.predictives import (
+    LogitsFn,
+    Method,
+    mc_log_prob_fn,
+    mc_method,
+    single_sample_log_prob_fn,
+)
+
+__all__ = [
+    "NORMS",
+    "LogProbFn",
+    "LogitsFn",
+    "LossFn",
+    "Method",
+    "NormOps",
+    "bim",
+    "cross_entropy",
+    "fgm",
+    "input_gradient",
+    "mc_log_prob_fn",
+    "mc_method",
+    "norm_ops",
+    "pgd",
+    "single_sample_log_prob_fn",
+]
