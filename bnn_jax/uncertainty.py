@@ -1,7 +1,98 @@
-"""Uncertainty measures of a predictive distribution, in nats, computed from log-probabilities."""
+"""Uncertainty measures of a predictive distribution, in nats, computed from log-probabilities.
+
+Every function takes log-probabilities (``jax.nn.log_softmax`` of logits), never probabilities:
+an entry of ``-inf`` is a class of probability exactly 0 and contributes exactly 0 to every
+entropy (``0 log 0 = 0``), in the value and in the gradient. Predictive samples are
+``sample_log_probs`` of shape ``[T, ..., C]`` (``T`` posterior samples, any batch shape,
+``C`` classes), as returned by :func:`bnn_jax.predictive.sample_log_probs`.
+
+Validation: every public function checks its input with :func:`check_log_probs`. Shape checks
+always run; the value checks (no NaN, rows on the probability simplex) need concrete arrays, so
+they run when called eagerly and are skipped under ``jax.jit``/``vmap`` tracing. Calling the
+functions inside ``jax.jit`` is therefore the unchecked, fully staged path.
+"""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "bald",
+    "check_log_probs",
+    "entropy",
+    "expected_entropy",
+    "max_probability",
+    "mean_log_probs",
+    "predictive_entropy",
+    "variation_ratio",
+]
+
+
+def is_concrete(x) -> bool:
+    """True if ``x`` holds values (not an abstract tracer inside ``jit``/``vmap``/``grad``)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def simplex_tolerance(dtype) -> float:
+    """Allowed ``|logsumexp(log_probs)|``: ``max(1e-3, sqrt(eps(dtype)))`` nats."""
+    return max(1e-3, float(np.sqrt(np.finfo(dtype).eps)))
+
+
+def check_log_probs(log_probs, *, name: str = "log_probs", min_ndim: int = 1) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``log_probs`` are valid log-probabilities.
+
+    Checks: a floating array with at least ``min_ndim`` axes and no empty axis; and, when the
+    values are concrete, no NaN and every row on the simplex,
+    ``|logsumexp(log_probs, axis=-1)| <= max(1e-3, sqrt(eps))``. Entries of ``-inf`` are allowed.
+    """
+    shape = jnp.shape(log_probs)
+    if len(shape) < min_ndim:
+        raise ValueError(f"{name}: expected an array with at least {min_ndim} axes, got {shape}")
+    if 0 in shape:
+        raise ValueError(f"{name}: expected non-empty axes, got shape {shape}")
+    dtype = jnp.result_type(log_probs)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"{name}: expected a floating dtype, got {dtype}")
+    if not is_concrete(log_probs):
+        return
+    values = np.asarray(log_probs, dtype=np.float64)
+    if np.isnan(values).any():
+        raise ValueError(f"{name}: expected no NaN values")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        top = np.max(values, axis=-1, keepdims=True)
+        safe_top = np.where(np.isfinite(top), top, 0.0)
+        total = np.log(np.sum(np.exp(values - safe_top), axis=-1)) + safe_top[..., 0]
+    worst = np.max(np.abs(np.nan_to_num(total, nan=np.inf)))
+    tol = simplex_tolerance(dtype)
+    if not worst <= tol:
+        raise ValueError(
+            f"{name}: expected log-probabilities with logsumexp over the last axis equal to 0 "
+            f"(within {tol:g}), got a row with logsumexp {worst:g} away from 0; pass "
+            "jax.nn.log_softmax(logits), not logits or probabilities"
+        )
+
+
+def _plogp_terms(log_probs: jax.Array) -> jax.Array:
+    """``-p log p`` from ``log p``; exactly 0 (value and gradient) where ``log p = -inf``."""
+    finite = log_probs > -jnp.inf
+    safe = jnp.where(finite, log_probs, 0.0)
+    return jnp.where(finite, jnp.exp(safe) * -safe, 0.0)
+
+
+def entropy(log_probs: jax.Array) -> jax.Array:
+    """Entropy ``H[p] = -sum_c p_c log p_c`` in nats over the last axis.
+
+    Args:
+      log_probs: log-probabilities ``[..., C]``; ``-inf`` entries give exactly 0 contributions.
+
+    Returns:
+      ``[...]`` entropies in ``[0, log C]`` (up to rounding of a few ulp).
+
+    Example:
+      >>> entropy(jax.nn.log_softmax(jnp.zeros(4)))   # log 4
+    """
+    check_log_probs(log_probs)
+    return jnp.sum(_plogp_terms(log_probs), axis=-1)
 
 
 def mean_log_probs(sample_log_probs: jax.Array) -> jax.Array:
@@ -10,4 +101,97 @@ def mean_log_probs(sample_log_probs: jax.Array) -> jax.Array:
     Computed with ``logsumexp``, so probabilities that are exactly 0 or 1 stay exact.
     """
     num_samples = sample_log_probs.shape[0]
-    return jax.nn.logsumexp(sample_log_probs, axis=0) - jnp.log(num_samples)
+    # logsumexp over samples, written out so that a class with probability 0 in every sample
+    # gives -inf with a zero (not NaN) gradient.
+    top = jax.lax.stop_gradient(jnp.max(sample_log_probs, axis=0))
+    finite = top > -jnp.inf
+    safe_top = jnp.where(finite, top, 0.0)
+    total = jnp.sum(jnp.exp(sample_log_probs - safe_top), axis=0)
+    log_total = jnp.log(jnp.where(finite, total, 1.0)) + safe_top
+    return jnp.where(finite, log_total, -jnp.inf) - jnp.log(num_samples)
+
+
+def predictive_entropy(sample_log_probs: jax.Array) -> jax.Array:
+    """Entropy of the MC predictive, ``H[p_bar]`` with ``p_bar = (1/T) sum_t p_t``.
+
+    Args:
+      sample_log_probs: ``[T, ..., C]`` log-probabilities of ``T`` posterior samples.
+
+    Returns:
+      ``[...]`` total (aleatoric + epistemic) uncertainty in nats.
+    """
+    check_log_probs(sample_log_probs, name="sample_log_probs", min_ndim=2)
+    return jnp.sum(_plogp_terms(mean_log_probs(sample_log_probs)), axis=-1)
+
+
+def expected_entropy(sample_log_probs: jax.Array) -> jax.Array:
+    """Mean entropy of the samples, ``(1/T) sum_t H[p_t]`` (the aleatoric part).
+
+    Args:
+      sample_log_probs: ``[T, ..., C]`` log-probabilities of ``T`` posterior samples.
+
+    Returns:
+      ``[...]`` expected entropy in nats.
+    """
+    check_log_probs(sample_log_probs, name="sample_log_probs", min_ndim=2)
+    return jnp.mean(jnp.sum(_plogp_terms(sample_log_probs), axis=-1), axis=0)
+
+
+def bald(sample_log_probs: jax.Array) -> jax.Array:
+    """BALD, the mutual information between the label and the parameters (epistemic part).
+
+    ``I = H[p_bar] - (1/T) sum_t H[p_t] = (1/T) sum_t KL(p_t || p_bar)``. The second form is
+    what is computed: ``sum_c p_tc (log p_tc - log p_bar_c)``, so a small BALD does not come out
+    of the cancellation of two large entropies. It is not clipped at 0: values of order
+    ``-eps * log C`` are rounding, anything clearly negative points to a bug upstream.
+
+    Args:
+      sample_log_probs: ``[T, ..., C]`` log-probabilities of ``T`` posterior samples.
+
+    Returns:
+      ``[...]`` BALD in nats, in ``[0, predictive_entropy]`` up to rounding.
+
+    Example:
+      >>> lp = predictive.sample_log_probs(logits_fn, keys, x)   # [T, batch, C]
+      >>> bald(lp) <= predictive_entropy(lp)
+    """
+    check_log_probs(sample_log_probs, name="sample_log_probs", min_ndim=2)
+    log_mean = mean_log_probs(sample_log_probs)
+    finite = sample_log_probs > -jnp.inf
+    # Where p_tc > 0, p_bar_c > 0 too, so the difference is finite; elsewhere the term is 0.
+    log_ratio = jnp.where(finite, sample_log_probs - log_mean, 0.0)
+    kl = jnp.sum(jnp.where(finite, jnp.exp(sample_log_probs) * log_ratio, 0.0), axis=-1)
+    return jnp.mean(kl, axis=0)
+
+
+def variation_ratio(sample_log_probs: jax.Array) -> jax.Array:
+    """Variation ratio ``1 - f_mode / T`` of the sampled predicted labels (Freeman 1965; Gal 2016).
+
+    ``f_mode`` is how many of the ``T`` samples predict the most frequent label
+    (``argmax_c log p_tc``, ties to the lower class index). 0 when all samples agree; at most
+    ``1 - 1/min(T, C)``.
+
+    Args:
+      sample_log_probs: ``[T, ..., C]`` log-probabilities of ``T`` posterior samples.
+
+    Returns:
+      ``[...]`` variation ratios in ``[0, 1)``.
+    """
+    check_log_probs(sample_log_probs, name="sample_log_probs", min_ndim=2)
+    num_samples, num_classes = sample_log_probs.shape[0], sample_log_probs.shape[-1]
+    votes = jax.nn.one_hot(jnp.argmax(sample_log_probs, axis=-1), num_classes, dtype=jnp.int32)
+    mode_count = jnp.max(jnp.sum(votes, axis=0), axis=-1)
+    return 1.0 - mode_count / num_samples
+
+
+def max_probability(log_probs: jax.Array) -> jax.Array:
+    """Confidence ``max_c p_c`` over the last axis (``exp`` of the largest log-probability).
+
+    Args:
+      log_probs: log-probabilities ``[..., C]`` (e.g. ``mean_log_probs`` of samples).
+
+    Returns:
+      ``[...]`` confidences in ``[1/C, 1]``.
+    """
+    check_log_probs(log_probs)
+    return jnp.exp(jnp.max(log_probs, axis=-1))

@@ -1,0 +1,398 @@
+"""Calibration of a classifier's predictive distribution: accuracy, NLL, Brier score, ECE/MCE,
+reliability-diagram and calibration-curve data, and temperature scaling.
+
+Inputs are predictive log-probabilities ``log_probs [batch, C]`` (for a Bayesian predictive,
+``uncertainty.mean_log_probs`` of the samples) and integer ``labels [batch]``. The confidence
+of a prediction is its top-label probability ``max_c p_c`` and it is correct when
+``argmax_c p_c`` (ties to the lower index) equals the label.
+
+Binning. Bin ``b`` holds the confidences ``c`` with ``e_b <= c < e_{b+1}``; the last bin also
+holds ``c = e_B``, so a confidence exactly on an inner edge goes to the bin above it. This is
+netcal's convention (``np.histogramdd`` / ``scipy.stats.binned_statistic_dd``):
+
+- equal width: ``e = np.linspace(0, 1, num_bins + 1)`` computed in float64 as netcal does,
+  and compared exactly against confidences of any float dtype;
+- equal mass: inner edges are the empirical quantiles of the confidences at ``b / num_bins``
+  (numpy's default linear interpolation), outer edges 0 and 1, as netcal's
+  ``equal_intervals=False``. Each bin then holds about ``batch / num_bins`` examples; tied
+  confidences always share a bin, so with many ties a bin can hold more, or be empty.
+
+All metrics are sums over bins computed with ``jax.ops.segment_sum`` (fixed shapes, no Python
+loops over data), so they can be jitted with ``num_bins`` and ``equal_mass`` static, e.g.
+``jax.jit(ece, static_argnames=("num_bins", "equal_mass"))``.
+
+Validation: shapes, ``num_bins`` and labels' dtype are always checked; the value checks (NaN,
+log-probabilities on the simplex, labels in range) need concrete arrays, so they run when called
+eagerly and are skipped under ``jax.jit``/``vmap`` tracing (the unchecked, fully staged path).
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bnn_jax.uncertainty import check_log_probs, is_concrete
+
+__all__ = [
+    "CalibrationCurve",
+    "Reliability",
+    "accuracy",
+    "brier",
+    "calibration_curve",
+    "ece",
+    "fit_temperature",
+    "mce",
+    "nll",
+    "reliability",
+    "reliability_from_confidences",
+]
+
+
+class Reliability(NamedTuple):
+    """Per-bin reliability-diagram data, each field of shape ``[num_bins]``.
+
+    ``accuracy``, ``confidence`` and ``gap`` are NaN in empty bins (``count == 0``).
+    """
+
+    lower: jax.Array
+    """Lower bin edges."""
+    upper: jax.Array
+    """Upper bin edges."""
+    accuracy: jax.Array
+    """Fraction of correct predictions in the bin."""
+    confidence: jax.Array
+    """Mean confidence in the bin."""
+    count: jax.Array
+    """Number of examples in the bin (int32)."""
+    gap: jax.Array
+    """``confidence - accuracy`` (the post's average calibration error): > 0 overconfident."""
+
+
+class CalibrationCurve(NamedTuple):
+    """The post's calibration curve: plot ``gap`` against ``confidence`` on a logit x axis
+    (``ax.set_xscale("logit")``); NaN marks empty bins."""
+
+    confidence: jax.Array
+    """Mean confidence per bin (the x position of the point)."""
+    gap: jax.Array
+    """``confidence - accuracy`` per bin: above 0 overconfident, below 0 underconfident."""
+    count: jax.Array
+    """Number of examples per bin."""
+
+
+def _check_num_bins(num_bins) -> None:
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int | np.integer) or num_bins < 1:
+        raise ValueError(f"num_bins: expected an integer >= 1, got {num_bins!r}")
+
+
+def _check_labels(labels, *, batch: int, num_classes: int) -> None:
+    shape = jnp.shape(labels)
+    if shape != (batch,):
+        raise ValueError(f"labels: expected shape ({batch},) to match log_probs, got {shape}")
+    dtype = jnp.result_type(labels)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise ValueError(f"labels: expected an integer dtype, got {dtype}")
+    if is_concrete(labels):
+        values = np.asarray(labels)
+        low, high = values.min(), values.max()
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"labels: expected values in [0, {num_classes - 1}], got values in [{low}, {high}]"
+            )
+
+
+def _check_predictions(log_probs, labels) -> None:
+    check_log_probs(log_probs)
+    if jnp.ndim(log_probs) != 2:
+        raise ValueError(f"log_probs: expected shape [batch, classes], got {jnp.shape(log_probs)}")
+    batch, num_classes = jnp.shape(log_probs)
+    _check_labels(labels, batch=batch, num_classes=num_classes)
+
+
+def _confidence_and_correct(log_probs, labels):
+    confidence = jnp.exp(jnp.max(log_probs, axis=-1))
+    correct = jnp.argmax(log_probs, axis=-1) == labels
+    return confidence, correct
+
+
+def accuracy(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
+    """Top-1 accuracy ``mean_i [argmax_c p_ic == y_i]``.
+
+    Args:
+      log_probs: predictive log-probabilities ``[batch, C]``.
+      labels: int labels ``[batch]`` in ``[0, C)``.
+    """
+    _check_predictions(log_probs, labels)
+    return jnp.mean(jnp.argmax(log_probs, axis=-1) == labels)
+
+
+def nll(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean negative log-likelihood ``-(1/n) sum_i log p_{i, y_i}`` in nats (``inf`` if a label has
+    probability exactly 0).
+
+    Args:
+      log_probs: predictive log-probabilities ``[batch, C]``.
+      labels: int labels ``[batch]`` in ``[0, C)``.
+    """
+    _check_predictions(log_probs, labels)
+    return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))
+
+
+def brier(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
+    """Brier score ``(1/n) sum_i sum_c (p_ic - [c == y_i])^2``, in ``[0, 2]``.
+
+    Args:
+      log_probs: predictive log-probabilities ``[batch, C]``.
+      labels: int labels ``[batch]`` in ``[0, C)``.
+    """
+    _check_predictions(log_probs, labels)
+    one_hot = jax.nn.one_hot(labels, log_probs.shape[-1], dtype=log_probs.dtype)
+    return jnp.mean(jnp.sum((jnp.exp(log_probs) - one_hot) ** 2, axis=-1))
+
+
+def _equal_width_edges(num_bins: int, dtype) -> np.ndarray:
+    """netcal's float64 edges, each rounded *up* to ``dtype``: for ``c`` of that dtype,
+    ``c >= rounded_edge`` exactly when ``c >= float64_edge``."""
+    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    rounded = edges.astype(dtype)
+    below = rounded.astype(np.float64) < edges
+    return np.where(below, np.nextafter(rounded, np.asarray(np.inf, dtype)), rounded)
+
+
+def _equal_mass_edges(confidences: jax.Array, num_bins: int) -> jax.Array:
+    """Quantile edges as ``np.quantile(c, np.linspace(0, 1, B + 1))`` (linear), ends 0 and 1."""
+    n = confidences.shape[0]
+    position = np.linspace(0.0, 1.0, num_bins + 1)[1:-1] * (n - 1)
+    below = np.floor(position).astype(np.int32)
+    above = np.minimum(below + 1, n - 1)
+    frac = (position - below).astype(confidences.dtype)
+    ordered = jnp.sort(confidences)
+    low, high = ordered[below], ordered[above]
+    step = high - low
+    # numpy's lerp: exact at both ends and monotone.
+    inner = jnp.where(frac >= 0.5, high - step * (1 - frac), low + step * frac)
+    return jnp.concatenate([jnp.zeros(1, confidences.dtype), inner, jnp.ones(1, confidences.dtype)])
+
+
+def reliability_from_confidences(
+    confidences: jax.Array,
+    correct: jax.Array,
+    *,
+    num_bins: int = 10,
+    equal_mass: bool = False,
+) -> Reliability:
+    """Reliability-diagram data from any confidences in ``[0, 1]`` and 0/1 outcomes.
+
+    The core of :func:`reliability`, usable for other notions of confidence (e.g. a binary
+    classifier's ``p(y=1)`` against ``y``). See the module docstring for the bin convention.
+
+    Args:
+      confidences: ``[n]`` values in ``[0, 1]``.
+      correct: ``[n]`` booleans (or 0/1), the outcome the confidence predicts.
+      num_bins: number of bins, >= 1 (static).
+      equal_mass: quantile (equal-mass) bins instead of equal-width bins (static).
+
+    Returns:
+      A :class:`Reliability` with ``num_bins`` entries per field.
+    """
+    _check_num_bins(num_bins)
+    shape = jnp.shape(confidences)
+    if len(shape) != 1 or shape[0] == 0:
+        raise ValueError(f"confidences: expected a non-empty 1-D array, got shape {shape}")
+    if jnp.shape(correct) != shape:
+        raise ValueError(
+            f"correct: expected shape {shape} to match confidences, got {jnp.shape(correct)}"
+        )
+    if not jnp.issubdtype(jnp.result_type(confidences), jnp.floating):
+        raise ValueError(
+            f"confidences: expected a floating dtype, got {jnp.result_type(confidences)}"
+        )
+    if is_concrete(confidences):
+        values = np.asarray(confidences)
+        if not np.all((values >= 0) & (values <= 1)):
+            raise ValueError("confidences: expected values in [0, 1] and no NaN")
+    if is_concrete(correct) and not np.all(np.isin(np.asarray(correct), (0, 1))):
+        raise ValueError("correct: expected booleans or 0/1 values")
+
+    confidences = jnp.asarray(confidences)
+    if equal_mass:
+        edges = _equal_mass_edges(confidences, num_bins)
+    else:
+        edges = jnp.asarray(_equal_width_edges(num_bins, confidences.dtype))
+    index = jnp.searchsorted(edges[1:-1], confidences, side="right")
+    count = jax.ops.segment_sum(jnp.ones_like(index), index, num_segments=num_bins)
+    confidence_sum = jax.ops.segment_sum(confidences, index, num_segments=num_bins)
+    correct_sum = jax.ops.segment_sum(
+        jnp.asarray(correct, confidences.dtype), index, num_segments=num_bins
+    )
+    safe_count = jnp.maximum(count, 1)
+    occupied = count > 0
+    mean_confidence = jnp.where(occupied, confidence_sum / safe_count, jnp.nan)
+    mean_accuracy = jnp.where(occupied, correct_sum / safe_count, jnp.nan)
+    return Reliability(
+        lower=edges[:-1],
+        upper=edges[1:],
+        accuracy=mean_accuracy,
+        confidence=mean_confidence,
+        count=count,
+        gap=mean_confidence - mean_accuracy,
+    )
+
+
+def reliability(
+    log_probs: jax.Array, labels: jax.Array, *, num_bins: int = 10, equal_mass: bool = False
+) -> Reliability:
+    """Reliability-diagram data of the top-label confidence.
+
+    Args:
+      log_probs: predictive log-probabilities ``[batch, C]``.
+      labels: int labels ``[batch]`` in ``[0, C)``.
+      num_bins: number of bins, >= 1 (static).
+      equal_mass: quantile (equal-mass) bins instead of equal-width bins (static).
+
+    Returns:
+      A :class:`Reliability`: per bin ``lower, upper, accuracy, confidence, count, gap``.
+
+    Example:
+      >>> rel = reliability(jax.nn.log_softmax(logits), y, num_bins=10)
+      >>> ax.bar(rel.lower, rel.accuracy, width=rel.upper - rel.lower, align="edge")
+    """
+    _check_predictions(log_probs, labels)
+    _check_num_bins(num_bins)
+    confidence, correct = _confidence_and_correct(log_probs, labels)
+    return reliability_from_confidences(
+        confidence, correct, num_bins=num_bins, equal_mass=equal_mass
+    )
+
+
+def ece(
+    log_probs: jax.Array, labels: jax.Array, *, num_bins: int = 10, equal_mass: bool = False
+) -> jax.Array:
+    """Expected calibration error ``sum_b (n_b / n) |conf_b - acc_b|`` (Naeini et al. 2015).
+
+    Args:
+      log_probs: predictive log-probabilities ``[batch, C]``.
+      labels: int labels ``[batch]`` in ``[0, C)``.
+      num_bins: number of bins, >= 1 (static).
+      equal_mass: quantile (equal-mass) bins instead of equal-width bins (static).
+
+    Returns:
+      Scalar ECE in ``[0, 1]``; equals ``netcal.metrics.ECE(num_bins)`` for ``C >= 3``.
+    """
+    rel = reliability(log_probs, labels, num_bins=num_bins, equal_mass=equal_mass)
+    weighted = jnp.where(rel.count > 0, rel.count * jnp.abs(rel.gap), 0.0)
+    return jnp.sum(weighted) / jnp.sum(rel.count)
+
+
+def mce(
+    log_probs: jax.Array, labels: jax.Array, *, num_bins: int = 10, equal_mass: bool = False
+) -> jax.Array:
+    """Maximum calibration error ``max_b |conf_b - acc_b|`` over non-empty bins.
+
+    Args:
+      log_probs: predictive log-probabilities ``[batch, C]``.
+      labels: int labels ``[batch]`` in ``[0, C)``.
+      num_bins: number of bins, >= 1 (static).
+      equal_mass: quantile (equal-mass) bins instead of equal-width bins (static).
+
+    Returns:
+      Scalar MCE in ``[0, 1]``; equals ``netcal.metrics.MCE(num_bins)`` for ``C >= 3``.
+    """
+    rel = reliability(log_probs, labels, num_bins=num_bins, equal_mass=equal_mass)
+    return jnp.max(jnp.where(rel.count > 0, jnp.abs(rel.gap), 0.0))
+
+
+def calibration_curve(
+    log_probs: jax.Array, labels: jax.Array, *, num_bins: int = 20, equal_mass: bool = True
+) -> CalibrationCurve:
+    """The post's calibration curve: per bin, mean confidence and ``confidence - accuracy``.
+
+    The defaults follow the source post: 20 equal-mass bins, which spread the points over the
+    high-confidence range that a logit-scaled confidence axis magnifies. Curves of several
+    models (e.g. SGD vs DIAG vs KFAC) share that axis, so they can be compared directly.
+
+    Args:
+      log_probs: predictive log-probabilities ``[batch, C]``.
+      labels: int labels ``[batch]`` in ``[0, C)``.
+      num_bins: number of bins, >= 1 (static).
+      equal_mass: quantile (equal-mass) bins instead of equal-width bins (static).
+
+    Returns:
+      A :class:`CalibrationCurve` ``(confidence, gap, count)``, each ``[num_bins]``.
+
+    Example:
+      >>> curve = calibration_curve(log_probs, y)
+      >>> ax.plot(curve.confidence, curve.gap, marker="o"); ax.set_xscale("logit")
+    """
+    rel = reliability(log_probs, labels, num_bins=num_bins, equal_mass=equal_mass)
+    return CalibrationCurve(confidence=rel.confidence, gap=rel.gap, count=rel.count)
+
+
+def fit_temperature(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    steps: int = 100,
+    init_temperature: float = 1.0,
+) -> jax.Array:
+    """Temperature scaling (Guo et al. 2017): ``T* = argmin_T NLL(softmax(logits / T), labels)``.
+
+    Fit on a validation split, then predict with ``jax.nn.log_softmax(test_logits / T*)``.
+    The NLL is minimised over ``log T`` (so ``T > 0``) with L-BFGS (``optax.lbfgs`` with its
+    zoom line search), stopping after ``steps`` iterations or when the gradient vanishes.
+
+    Args:
+      logits: validation logits ``[batch, C]``, finite.
+      labels: int labels ``[batch]`` in ``[0, C)``.
+      steps: maximum number of L-BFGS iterations, >= 1 (static).
+      init_temperature: starting temperature, > 0.
+
+    Returns:
+      The fitted temperature, a positive scalar.
+
+    Example:
+      >>> temperature = fit_temperature(val_logits, val_labels)
+      >>> nll(jax.nn.log_softmax(test_logits / temperature), test_labels)
+    """
+    shape = jnp.shape(logits)
+    if len(shape) != 2 or 0 in shape:
+        raise ValueError(f"logits: expected a non-empty array [batch, classes], got shape {shape}")
+    if not jnp.issubdtype(jnp.result_type(logits), jnp.floating):
+        raise ValueError(f"logits: expected a floating dtype, got {jnp.result_type(logits)}")
+    if is_concrete(logits) and not np.all(np.isfinite(np.asarray(logits))):
+        raise ValueError("logits: expected finite values (no NaN or inf)")
+    _check_labels(labels, batch=shape[0], num_classes=shape[1])
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
+        raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")
+    if is_concrete(init_temperature) and not float(init_temperature) > 0:
+        raise ValueError(f"init_temperature: expected a value > 0, got {init_temperature!r}")
+
+    logits = jnp.asarray(logits)
+    label_logits = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+
+    def objective(log_temperature):
+        scale = jnp.exp(-log_temperature)
+        return jnp.mean(jax.nn.logsumexp(logits * scale, axis=-1) - label_logits * scale)
+
+    solver = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(objective)
+
+    def step(carry):
+        log_temperature, state = carry
+        value, grad = value_and_grad(log_temperature, state=state)
+        updates, state = solver.update(
+            grad, state, log_temperature, value=value, grad=grad, value_fn=objective
+        )
+        return optax.apply_updates(log_temperature, updates), state
+
+    def keep_going(carry):
+        _, state = carry
+        count = optax.tree_utils.tree_get(state, "count")
+        grad = optax.tree_utils.tree_get(state, "grad")
+        return (count == 0) | ((count < steps) & (jnp.abs(grad) > 0))
+
+    init = jnp.log(jnp.asarray(init_temperature, logits.dtype))
+    log_temperature, _ = jax.lax.while_loop(keep_going, step, (init, solver.init(init)))
+    return jnp.exp(log_temperature)
