@@ -58,11 +58,13 @@ def load_checkpoint(path, target: Any) -> Any:
 def _check_same_structure(expected, restored, path) -> None:
     flat_expected = dict(_flatten(expected))
     flat_restored = dict(_flatten(restored))
-    for name in flat_expected.keys() | flat_restored.keys():
-        if name not in flat_restored:
-            raise ValueError(f"checkpoint {path}: missing entry {name!r} that the model expects")
-        if name not in flat_expected:
-            raise ValueError(f"checkpoint {path}: has entry {name!r} that the model does not have")
+    missing = sorted(flat_expected.keys() - flat_restored.keys())
+    extra = sorted(flat_restored.keys() - flat_expected.keys())
+    if missing:
+        raise ValueError(f"checkpoint {path}: missing entries the model expects: {missing}")
+    if extra:
+        raise ValueError(f"checkpoint {path}: has entries the model does not have: {extra}")
+    for name in sorted(flat_expected):
         want, got = np.shape(flat_expected[name]), np.shape(flat_restored[name])
         if want != got:
             raise ValueError(

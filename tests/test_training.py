@@ -1,0 +1,124 @@
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from bnn_jax import data, models, training
+from bnn_jax.types import Batch
+
+
+def test_mlp_reaches_95_percent_on_digits_in_seconds():
+    ds = data.load("digits", seed=0)
+    model = models.MLP((100,), 10)
+    start = time.perf_counter()
+    result = training.train(
+        model,
+        ds.x_train,
+        ds.y_train,
+        key=jax.random.key(0),
+        epochs=30,
+        batch_size=64,
+        prior_prec=1.0,
+        validation=(ds.x_val, ds.y_val),
+        progress=False,
+    )
+    elapsed = time.perf_counter() - start
+    logits = models.make_apply_fn(model, result.variables)(result.variables["params"], ds.x_test)
+    accuracy = float(jnp.mean(jnp.argmax(logits, -1) == ds.y_test))
+    assert accuracy >= 0.95, accuracy
+    assert elapsed < 60  # "a few seconds" is ~3 s here; the bound only catches pathologies
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    assert set(result.history) == {"loss", "nll", "accuracy", "val_nll", "val_accuracy"}
+
+
+def test_step_is_sgd_on_the_negative_log_posterior(x64):
+    """One SGD step equals theta - lr * (grad mean NLL + tau / N theta), computed by hand."""
+    model = models.MLP((3,), 2)
+    x = jax.random.normal(jax.random.key(0), (5, 4), jnp.float64)
+    y = jnp.array([0, 1, 1, 0, 1])
+    lr, tau, n = 0.1, 2.0, 50
+    state = training.init_state(model, optax.sgd(lr), jax.random.key(1), (4,))
+    state = state._replace(params=jax.tree.map(lambda p: p.astype(jnp.float64), state.params))
+    state = state._replace(opt_state=optax.sgd(lr).init(state.params))
+    step = training.make_train_step(model, optax.sgd(lr), num_data=n, prior_prec=tau)
+    new_state, metrics = step(state, Batch(x, y), jax.random.key(2))
+
+    def nll(params):
+        logits = model.apply({"params": params}, x)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+
+    grads = jax.grad(nll)(state.params)
+    expected = jax.tree.map(lambda p, g: p - lr * (g + tau / n * p), state.params, grads)
+    for a, b in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    sq = sum(jnp.sum(p**2) for p in jax.tree.leaves(state.params))
+    np.testing.assert_allclose(metrics["loss"], nll(state.params) + 0.5 * tau / n * sq, rtol=1e-12)
+
+
+class _Sowing(nn.Module):
+    """A linear model that sows a penalty 0.5 * c * ||W||^2 into "losses"."""
+
+    c: float
+
+    @nn.compact
+    def __call__(self, x, *, train=False, mc_dropout=False):
+        dense = nn.Dense(2)
+        out = dense(x)
+        self.sow(
+            "losses", "penalty", 0.5 * self.c * jnp.sum(dense.variables["params"]["kernel"] ** 2)
+        )
+        return out
+
+
+def test_sown_losses_are_added_to_the_objective():
+    x, y = jnp.ones((4, 3)), jnp.array([0, 1, 0, 1])
+    state = training.init_state(_Sowing(0.0), optax.sgd(1.0), jax.random.key(0), (3,))
+    grads = {}
+    for c in (0.0, 3.0):
+        step = training.make_train_step(_Sowing(c), optax.sgd(1.0), num_data=4)
+        new, _ = step(state, Batch(x, y), jax.random.key(0))
+        grads[c] = jax.tree.map(jnp.subtract, state.params, new.params)
+    np.testing.assert_allclose(
+        grads[3.0]["Dense_0"]["kernel"] - grads[0.0]["Dense_0"]["kernel"],
+        3.0 * state.params["Dense_0"]["kernel"],
+        rtol=1e-5,
+    )
+
+
+def test_batchnorm_statistics_are_updated_and_epoch_metrics_recorded():
+    ds = data.load("digits", num_train=64)
+    model = models.ResNet(depth=8, width=4, num_outputs=10)
+    init = models.init(model, jax.random.key(0), ds.input_shape)
+    result = training.train(
+        model,
+        ds.x_train,
+        ds.y_train,
+        key=jax.random.key(0),
+        epochs=2,
+        batch_size=32,
+        variables=init,
+        progress=False,
+        epoch_metrics=lambda v: {"kernel_norm": optax.tree.norm(v["params"])},
+    )
+    before, after = init["batch_stats"], result.variables["batch_stats"]
+    assert not np.allclose(jax.tree.leaves(before)[0], jax.tree.leaves(after)[0])
+    assert result.history["kernel_norm"].shape == (2,)
+
+
+def test_bad_input_errors():
+    model, x, y = models.MLP((4,), 3), np.zeros((8, 2), np.float32), np.zeros(8, np.int32)
+    common = dict(key=jax.random.key(0), progress=False)
+    with pytest.raises(ValueError, match="epochs: expected an integer >= 1, got 0"):
+        training.train(model, x, y, epochs=0, batch_size=4, **common)
+    with pytest.raises(ValueError, match="batch_size"):
+        training.train(model, x, y, epochs=1, batch_size=-1, **common)
+    with pytest.raises(ValueError, match="x: expected finite"):
+        training.train(model, np.full_like(x, np.nan), y, epochs=1, batch_size=4, **common)
+    with pytest.raises(ValueError, match=r"y: expected labels in \[0, 3\)"):
+        training.train(model, x, y + 3, epochs=1, batch_size=4, **common)
+    with pytest.raises(ValueError, match="prior_prec"):
+        training.make_train_step(model, optax.sgd(0.1), num_data=8, prior_prec=-1.0)
