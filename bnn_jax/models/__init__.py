@@ -4,6 +4,11 @@
 dropout and BatchNorm batch statistics; ``mc_dropout`` switches on dropout only.
 """
 
+from bnn_jax.models.concrete_dropout import (
+    ConcreteDropout,
+    ConcreteDropoutMLP,
+    SpatialConcreteDropout,
+)
 from bnn_jax.models.core import Variables, apply, init, make_apply_fn, make_dropout_apply_fn
 from bnn_jax.models.lenet import LeNet5
 from bnn_jax.models.mlp import MLP
@@ -12,8 +17,11 @@ from bnn_jax.models.resnet import BasicBlock, ResNet
 __all__ = [
     "MLP",
     "BasicBlock",
+    "ConcreteDropout",
+    "ConcreteDropoutMLP",
     "LeNet5",
     "ResNet",
+    "SpatialConcreteDropout",
     "Variables",
     "apply",
     "init",

@@ -19,6 +19,8 @@ class LeNet5(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False, mc_dropout: bool = False):
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate: expected a rate in [0, 1), got {self.dropout_rate}")
         if x.ndim != 4:
             raise ValueError(
                 f"x: expected NHWC images [batch, height, width, channels], got {x.shape}"

@@ -28,6 +28,8 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False, mc_dropout: bool = False):
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate: expected a rate in [0, 1), got {self.dropout_rate}")
         if x.ndim < 2:
             raise ValueError(f"x: expected shape [batch, features...], got {x.shape}")
         h = x.reshape((x.shape[0], -1))

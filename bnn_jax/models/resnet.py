@@ -40,6 +40,8 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False, mc_dropout: bool = False):
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate: expected a rate in [0, 1), got {self.dropout_rate}")
         if (self.depth - 2) % 6 != 0 or self.depth < 8:
             raise ValueError(
                 f"depth: expected 6n + 2 with n >= 1 (8, 14, 20, ...), got {self.depth}"
