@@ -10,8 +10,11 @@ Binning. Bin ``b`` holds the confidences ``c`` with ``e_b <= c < e_{b+1}``; the 
 holds ``c = e_B``, so a confidence exactly on an inner edge goes to the bin above it. This is
 netcal's convention (``np.histogramdd`` / ``scipy.stats.binned_statistic_dd``):
 
-- equal width: ``e = np.linspace(0, 1, num_bins + 1)`` computed in float64 as netcal does,
-  and compared exactly against confidences of any float dtype;
+- equal width: ``e = np.linspace(0, 1, num_bins + 1)`` computed in float64 as netcal does and
+  rounded to the confidences' dtype (so ``0.3`` counts as on the edge ``e_3 = 0.30000000000000004``
+  in float32 but not in float64). In float64 this is exactly netcal; in float32 it is scipy's
+  (netcal's per-bin means), while netcal's per-bin counts (``np.histogramdd``, float64 edges)
+  put a float32 confidence lying exactly on a rounded-down edge into the bin below;
 - equal mass: inner edges are the empirical quantiles of the confidences at ``b / num_bins``
   (numpy's default linear interpolation), outer edges 0 and 1, as netcal's
   ``equal_intervals=False``. Each bin then holds about ``batch / num_bins`` examples; tied
@@ -125,7 +128,7 @@ def accuracy(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
       labels: int labels ``[batch]`` in ``[0, C)``.
     """
     _check_predictions(log_probs, labels)
-    return jnp.mean(jnp.argmax(log_probs, axis=-1) == labels)
+    return jnp.mean(jnp.argmax(log_probs, axis=-1) == labels, dtype=log_probs.dtype)
 
 
 def nll(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
@@ -150,15 +153,6 @@ def brier(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
     _check_predictions(log_probs, labels)
     one_hot = jax.nn.one_hot(labels, log_probs.shape[-1], dtype=log_probs.dtype)
     return jnp.mean(jnp.sum((jnp.exp(log_probs) - one_hot) ** 2, axis=-1))
-
-
-def _equal_width_edges(num_bins: int, dtype) -> np.ndarray:
-    """netcal's float64 edges, each rounded *up* to ``dtype``: for ``c`` of that dtype,
-    ``c >= rounded_edge`` exactly when ``c >= float64_edge``."""
-    edges = np.linspace(0.0, 1.0, num_bins + 1)
-    rounded = edges.astype(dtype)
-    below = rounded.astype(np.float64) < edges
-    return np.where(below, np.nextafter(rounded, np.asarray(np.inf, dtype)), rounded)
 
 
 def _equal_mass_edges(confidences: jax.Array, num_bins: int) -> jax.Array:
@@ -220,7 +214,7 @@ def reliability_from_confidences(
     if equal_mass:
         edges = _equal_mass_edges(confidences, num_bins)
     else:
-        edges = jnp.asarray(_equal_width_edges(num_bins, confidences.dtype))
+        edges = jnp.asarray(np.linspace(0.0, 1.0, num_bins + 1), confidences.dtype)
     index = jnp.searchsorted(edges[1:-1], confidences, side="right")
     count = jax.ops.segment_sum(jnp.ones_like(index), index, num_segments=num_bins)
     confidence_sum = jax.ops.segment_sum(confidences, index, num_segments=num_bins)

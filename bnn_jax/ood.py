@@ -68,7 +68,8 @@ def auroc(scores_in: jax.Array, scores_out: jax.Array) -> jax.Array:
     ordered_in = jnp.sort(scores_in)
     below = jnp.searchsorted(ordered_in, scores_out, side="left")
     at_or_below = jnp.searchsorted(ordered_in, scores_out, side="right")
-    return jnp.mean((below + at_or_below) / (2.0 * ordered_in.shape[0]))
+    pairs_won = (below + at_or_below).astype(scores_in.dtype) / (2 * ordered_in.shape[0])
+    return jnp.mean(pairs_won)
 
 
 def _average_precision(positives: jax.Array, negatives: jax.Array) -> jax.Array:
@@ -76,7 +77,7 @@ def _average_precision(positives: jax.Array, negatives: jax.Array) -> jax.Array:
     ordered_pos, ordered_neg = jnp.sort(positives), jnp.sort(negatives)
     true_pos = ordered_pos.shape[0] - jnp.searchsorted(ordered_pos, positives, side="left")
     false_pos = ordered_neg.shape[0] - jnp.searchsorted(ordered_neg, positives, side="left")
-    return jnp.mean(true_pos / (true_pos + false_pos))
+    return jnp.mean(true_pos.astype(positives.dtype) / (true_pos + false_pos))
 
 
 def aupr(
@@ -123,9 +124,9 @@ def fpr_at_tpr(scores_in: jax.Array, scores_out: jax.Array, tpr: float = 0.95) -
         raise ValueError(f"tpr: expected a value in (0, 1], got {tpr!r}")
     descending = -jnp.sort(-scores_out)
     n_out = descending.shape[0]
-    detected = jnp.arange(1, n_out + 1) / n_out
+    detected = jnp.arange(1, n_out + 1, dtype=descending.dtype) / n_out
     threshold = descending[jnp.argmax(detected >= tpr)]
-    return jnp.mean(scores_in >= threshold)
+    return jnp.mean(scores_in >= threshold, dtype=scores_in.dtype)
 
 
 def _step_curve(scores, thresholds):
@@ -152,7 +153,7 @@ def ecdf(scores: jax.Array, *, thresholds: jax.Array | None = None) -> ECDFCurve
       :class:`ECDFCurve` ``(threshold, fraction)``.
     """
     ordered, grid, at_or_below = _step_curve(scores, thresholds)
-    return ECDFCurve(grid, at_or_below / ordered.shape[0])
+    return ECDFCurve(grid, at_or_below.astype(grid.dtype) / ordered.shape[0])
 
 
 def inverse_ecdf(scores: jax.Array, *, thresholds: jax.Array | None = None) -> ECDFCurve:
@@ -175,4 +176,5 @@ def inverse_ecdf(scores: jax.Array, *, thresholds: jax.Array | None = None) -> E
       >>> ax.plot(curve.threshold, curve.fraction)
     """
     ordered, grid, at_or_below = _step_curve(scores, thresholds)
-    return ECDFCurve(grid, (ordered.shape[0] - at_or_below) / ordered.shape[0])
+    above = (ordered.shape[0] - at_or_below).astype(grid.dtype)
+    return ECDFCurve(grid, above / ordered.shape[0])
