@@ -3,7 +3,7 @@ eps-ball and uniform random starts for the L-infinity, L2 and L1 norms.
 
 Every function acts per example on arrays ``[batch, ...]``: norms are taken over all axes
 but the first. Zero gradients give a zero direction (the example is not moved); nonzero
-gradients of any magnitude, down to float32 subnormals, give a direction of norm exactly 1,
+gradients of any (normal, not subnormal) magnitude give a direction of norm exactly 1,
 because each gradient is first divided by its largest absolute entry (no ``+ 1e-12``
 fudge that shortens the step of a nearly saturated model).
 """
