@@ -116,7 +116,9 @@ def _trace_calls(apply_fn: ApplyFn, params: Params, x: jax.Array) -> list[_Call]
         return out
 
     with nn.intercept_methods(interceptor):
-        jax.eval_shape(apply_fn, params, x)
+        # A fresh function object: jax.eval_shape caches traces by function identity, and a
+        # cached trace would not run the interceptor.
+        jax.eval_shape(lambda p, inputs: apply_fn(p, inputs), params, x)
     return calls
 
 
