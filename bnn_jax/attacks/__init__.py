@@ -4,6 +4,8 @@
   :func:`pgd` and :func:`input_gradient` for any ``log_prob_fn(x) -> [batch, classes]``.
 - :mod:`~bnn_jax.attacks.predictives`: the MC-averaged predictive over fixed posterior samples
   (EOT) and single posterior samples as attack targets; :class:`Method` for sweeps.
+- :mod:`~bnn_jax.attacks.evaluation`: :func:`sweep` over eps (accuracy, NLL, ECE, entropy,
+  BALD per method) and :func:`detection` of attacked inputs by entropy and BALD.
 - :mod:`~bnn_jax.attacks.norms`: steepest-ascent directions, eps-ball projections and random
   starts per norm.
 
@@ -12,6 +14,14 @@ Example:
   >>> x_adv = attacks.bim(f, x, eps=0.3, eps_iter=0.1, steps=10, norm="l2")
 """
 
+from bnn_jax.attacks.evaluation import (
+    AttackFn,
+    Detection,
+    SweepResult,
+    attack_success,
+    detection,
+    sweep,
+)
 from bnn_jax.attacks.gradient import (
     LogProbFn,
     LossFn,
@@ -32,13 +42,18 @@ from bnn_jax.attacks.predictives import (
 
 __all__ = [
     "NORMS",
+    "AttackFn",
+    "Detection",
     "LogProbFn",
     "LogitsFn",
     "LossFn",
     "Method",
     "NormOps",
+    "SweepResult",
+    "attack_success",
     "bim",
     "cross_entropy",
+    "detection",
     "fgm",
     "input_gradient",
     "mc_log_prob_fn",
@@ -46,4 +61,5 @@ __all__ = [
     "norm_ops",
     "pgd",
     "single_sample_log_prob_fn",
+    "sweep",
 ]
