@@ -1,0 +1,33 @@
+"""Laplace approximations of the weight posterior: fit, sample, marginal likelihood, tuning.
+
+``posterior = fit(curvature, params, batches, ...)`` builds ``N(theta*, (s C + tau I)^-1)``;
+``sample``, ``log_det`` and ``log_marginal_likelihood`` use it; ``optimize_marglik`` (gradient
+ascent of the evidence) and ``search`` (grid/random search on a validation objective) tune
+``(scale, prior_prec)`` without re-estimating the curvature.
+
+Example:
+  >>> curv = curvature.kfac(apply_fn, lik, fisher=curvature.mc_fisher())
+  >>> post = laplace.fit(curv, params, data.Batches(x, y, 256), apply_fn=apply_fn,
+  ...                    likelihood=lik, key=key, prior_prec=1.0)
+  >>> post, trace = laplace.optimize_marglik(post, steps=100, learning_rate=0.1)
+  >>> thetas = laplace.sample(post, key, 30)                # leading sample axis
+"""
+
+from bnn_jax.laplace.marglik import MarglikTrace, log_marginal_likelihood, optimize_marglik
+from bnn_jax.laplace.posterior import Posterior, fit, log_det, sample, sample_one
+from bnn_jax.laplace.search import SearchResult, error_plus_ece, search, validation_objective
+
+__all__ = [
+    "MarglikTrace",
+    "Posterior",
+    "SearchResult",
+    "error_plus_ece",
+    "fit",
+    "log_det",
+    "log_marginal_likelihood",
+    "optimize_marglik",
+    "sample",
+    "sample_one",
+    "search",
+    "validation_objective",
+]

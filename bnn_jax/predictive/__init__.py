@@ -1,0 +1,26 @@
+"""Posterior predictives: Monte Carlo over posterior samples and the linearised (GLM) predictive.
+
+Predictive samples are log-probabilities ``[num_samples, batch, classes]``;
+``uncertainty.mean_log_probs`` turns them into the log of the MC mean probability.
+"""
+
+from bnn_jax.predictive.linearised import (
+    FunctionalMoments,
+    glm_mc_log_probs,
+    glm_moments,
+    glm_probit_log_probs,
+    jacobian_covariance,
+)
+from bnn_jax.predictive.monte_carlo import laplace_log_probs, sample_log_probs
+from bnn_jax.uncertainty import mean_log_probs
+
+__all__ = [
+    "FunctionalMoments",
+    "glm_mc_log_probs",
+    "glm_moments",
+    "glm_probit_log_probs",
+    "jacobian_covariance",
+    "laplace_log_probs",
+    "mean_log_probs",
+    "sample_log_probs",
+]
