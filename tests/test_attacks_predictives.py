@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnn_jax import attacks, models
+from bnn_jax import attacks, dropout, models
 from bnn_jax.predictive import sample_log_probs
 
 
@@ -14,8 +14,7 @@ def dropout_net():
     """An (untrained) MLP with heavy dropout: posterior samples disagree visibly."""
     model = models.MLP(widths=(16, 16), num_outputs=3, dropout_rate=0.5)
     variables = models.init(model, jax.random.key(0), (2,))
-    dropout_apply = models.make_dropout_apply_fn(model, variables)
-    logits_fn = lambda key, x: dropout_apply(variables["params"], x, key)
+    logits_fn = dropout.make_logits_fn(model, variables)
     x = jax.random.normal(jax.random.key(1), (12, 2))
     return logits_fn, x
 

@@ -10,7 +10,8 @@
   starts per norm.
 
 Example:
-  >>> f = attacks.mc_log_prob_fn(lambda k, x: dropout_apply(params, x, k), keys)
+  >>> logits_fn = dropout.make_logits_fn(model, variables)       # (key, x) -> logits
+  >>> f = attacks.mc_log_prob_fn(logits_fn, jax.random.split(key, 50))
   >>> x_adv = attacks.bim(f, x, eps=0.3, eps_iter=0.1, steps=10, norm="l2")
 """
 
