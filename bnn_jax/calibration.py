@@ -6,29 +6,32 @@ Inputs are predictive log-probabilities ``log_probs [batch, C]`` (for a Bayesian
 of a prediction is its top-label probability ``max_c p_c`` and it is correct when
 ``argmax_c p_c`` (ties to the lower index) equals the label.
 
-Binning. Bin ``b`` holds the confidences ``c`` with ``e_b <= c < e_{b+1}``; the last bin also
-holds ``c = e_B``, so a confidence exactly on an inner edge goes to the bin above it. This is
-netcal's convention (``np.histogramdd`` / ``scipy.stats.binned_statistic_dd``):
+Binning. Bin ``b`` holds the confidences ``c`` with ``e_b <= c < e_{b+1}``, the last bin also
+``c = 1``: a confidence exactly on an inner edge goes to the bin above it (numpy's and netcal's
+rule).
 
-- equal width: ``e = np.linspace(0, 1, num_bins + 1)`` computed in float64 as netcal does and
-  rounded to the confidences' dtype (so ``0.3`` counts as on the edge ``e_3 = 0.30000000000000004``
-  in float32 but not in float64). In float64 this is exactly netcal; in float32 it is scipy's
-  (netcal's per-bin means), while netcal's per-bin counts (``np.histogramdd``, float64 edges)
-  put a float32 confidence lying exactly on a rounded-down edge into the bin below;
-- equal mass: inner edges are the empirical quantiles of the confidences at ``b / num_bins``
-  (numpy's default linear interpolation), outer edges 0 and 1, as netcal's
-  ``equal_intervals=False``. Each bin then holds about ``batch / num_bins`` examples; tied
+- Equal width: the edges are netcal's ``np.linspace(0, 1, num_bins + 1)`` (float64) rounded to
+  the confidences' dtype, and "on an edge" is judged in that dtype. In float64 the bins are
+  exactly netcal's. In float32 they are those of ``scipy.stats.binned_statistic_dd``, which
+  netcal uses for its per-bin means; netcal's per-bin counts (``np.histogramdd`` against the
+  float64 edges) disagree with its own means for a float32 confidence equal to an edge that
+  rounded down, so no implementation can match netcal exactly there.
+- Equal mass: the inner edges are the empirical quantiles of the confidences at
+  ``b / num_bins`` (numpy's default linear interpolation), the outer edges 0 and 1, as netcal's
+  ``equal_intervals=False``. Each bin holds about ``batch / num_bins`` examples; tied
   confidences always share a bin, so with many ties a bin can hold more, or be empty.
 
-All metrics are sums over bins computed with ``jax.ops.segment_sum`` (fixed shapes, no Python
-loops over data), so they can be jitted with ``num_bins`` and ``equal_mass`` static, e.g.
-``jax.jit(ece, static_argnames=("num_bins", "equal_mass"))``.
+Per-bin sums use ``jax.ops.segment_sum`` (fixed shapes, no Python loops over data).
 
-Validation: shapes, ``num_bins`` and labels' dtype are always checked; the value checks (NaN,
-log-probabilities on the simplex, labels in range) need concrete arrays, so they run when called
-eagerly and are skipped under ``jax.jit``/``vmap`` tracing (the unchecked, fully staged path).
+Validation and jit: each public function validates its arguments in Python and then calls a
+jitted core (``num_bins``, ``equal_mass`` and ``steps`` static). Shape, dtype and option checks
+always run; the value checks (NaN, log-probabilities on the simplex, labels in range) need
+concrete arrays, so they run when called eagerly and are skipped when the function is traced
+inside the caller's ``jax.jit``/``vmap``, e.g.
+``jax.jit(ece, static_argnames=("num_bins", "equal_mass"))``: the unchecked, staged path.
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -114,12 +117,6 @@ def _check_predictions(log_probs, labels) -> None:
     _check_labels(labels, batch=batch, num_classes=num_classes)
 
 
-def _confidence_and_correct(log_probs, labels):
-    confidence = jnp.exp(jnp.max(log_probs, axis=-1))
-    correct = jnp.argmax(log_probs, axis=-1) == labels
-    return confidence, correct
-
-
 def accuracy(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
     """Top-1 accuracy ``mean_i [argmax_c p_ic == y_i]``.
 
@@ -128,6 +125,11 @@ def accuracy(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
       labels: int labels ``[batch]`` in ``[0, C)``.
     """
     _check_predictions(log_probs, labels)
+    return _accuracy(log_probs, labels)
+
+
+@jax.jit
+def _accuracy(log_probs, labels):
     return jnp.mean(jnp.argmax(log_probs, axis=-1) == labels, dtype=log_probs.dtype)
 
 
@@ -140,6 +142,11 @@ def nll(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
       labels: int labels ``[batch]`` in ``[0, C)``.
     """
     _check_predictions(log_probs, labels)
+    return _nll(log_probs, labels)
+
+
+@jax.jit
+def _nll(log_probs, labels):
     return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))
 
 
@@ -151,6 +158,11 @@ def brier(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
       labels: int labels ``[batch]`` in ``[0, C)``.
     """
     _check_predictions(log_probs, labels)
+    return _brier(log_probs, labels)
+
+
+@jax.jit
+def _brier(log_probs, labels):
     one_hot = jax.nn.one_hot(labels, log_probs.shape[-1], dtype=log_probs.dtype)
     return jnp.mean(jnp.sum((jnp.exp(log_probs) - one_hot) ** 2, axis=-1))
 
@@ -209,8 +221,11 @@ def reliability_from_confidences(
             raise ValueError("confidences: expected values in [0, 1] and no NaN")
     if is_concrete(correct) and not np.all(np.isin(np.asarray(correct), (0, 1))):
         raise ValueError("correct: expected booleans or 0/1 values")
+    return _reliability(confidences, correct, num_bins, bool(equal_mass))
 
-    confidences = jnp.asarray(confidences)
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _reliability(confidences, correct, num_bins, equal_mass):
     if equal_mass:
         edges = _equal_mass_edges(confidences, num_bins)
     else:
@@ -235,6 +250,13 @@ def reliability_from_confidences(
     )
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _top_label_reliability(log_probs, labels, num_bins, equal_mass):
+    confidence = jnp.exp(jnp.max(log_probs, axis=-1))
+    correct = jnp.argmax(log_probs, axis=-1) == labels
+    return _reliability(confidence, correct, num_bins, equal_mass)
+
+
 def reliability(
     log_probs: jax.Array, labels: jax.Array, *, num_bins: int = 10, equal_mass: bool = False
 ) -> Reliability:
@@ -255,10 +277,7 @@ def reliability(
     """
     _check_predictions(log_probs, labels)
     _check_num_bins(num_bins)
-    confidence, correct = _confidence_and_correct(log_probs, labels)
-    return reliability_from_confidences(
-        confidence, correct, num_bins=num_bins, equal_mass=equal_mass
-    )
+    return _top_label_reliability(log_probs, labels, num_bins, bool(equal_mass))
 
 
 def ece(
@@ -275,9 +294,16 @@ def ece(
     Returns:
       Scalar ECE in ``[0, 1]``; equals ``netcal.metrics.ECE(num_bins)`` for ``C >= 3``.
     """
-    rel = reliability(log_probs, labels, num_bins=num_bins, equal_mass=equal_mass)
+    _check_predictions(log_probs, labels)
+    _check_num_bins(num_bins)
+    return _ece(log_probs, labels, num_bins, bool(equal_mass))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _ece(log_probs, labels, num_bins, equal_mass):
+    rel = _top_label_reliability(log_probs, labels, num_bins, equal_mass)
     weighted = jnp.where(rel.count > 0, rel.count * jnp.abs(rel.gap), 0.0)
-    return jnp.sum(weighted) / jnp.sum(rel.count)
+    return jnp.sum(weighted) / log_probs.shape[0]
 
 
 def mce(
@@ -294,7 +320,14 @@ def mce(
     Returns:
       Scalar MCE in ``[0, 1]``; equals ``netcal.metrics.MCE(num_bins)`` for ``C >= 3``.
     """
-    rel = reliability(log_probs, labels, num_bins=num_bins, equal_mass=equal_mass)
+    _check_predictions(log_probs, labels)
+    _check_num_bins(num_bins)
+    return _mce(log_probs, labels, num_bins, bool(equal_mass))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _mce(log_probs, labels, num_bins, equal_mass):
+    rel = _top_label_reliability(log_probs, labels, num_bins, equal_mass)
     return jnp.max(jnp.where(rel.count > 0, jnp.abs(rel.gap), 0.0))
 
 
@@ -363,7 +396,11 @@ def fit_temperature(
     if is_concrete(init_temperature) and not float(init_temperature) > 0:
         raise ValueError(f"init_temperature: expected a value > 0, got {init_temperature!r}")
 
-    logits = jnp.asarray(logits)
+    return _fit_temperature(logits, labels, init_temperature, int(steps))
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _fit_temperature(logits, labels, init_temperature, steps):
     label_logits = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
 
     def objective(log_temperature):

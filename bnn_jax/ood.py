@@ -5,13 +5,15 @@
 the OOD inputs are the positives unless stated otherwise. Ties are handled exactly as
 scikit-learn's ``roc_auc_score``, ``average_precision_score`` and ``roc_curve`` handle them: an
 input is flagged at threshold ``t`` when its score is ``>= t``, and every distinct score is a
-threshold. All functions are jittable (sorts and ``searchsorted``, fixed shapes).
+threshold. The computations are sorts and ``searchsorted`` with fixed shapes.
 
-Validation: shapes are always checked; the value checks (no NaN, ``tpr`` in ``(0, 1]``) need
-concrete values, so they run when called eagerly and are skipped under ``jax.jit``/``vmap``
-tracing (the unchecked, fully staged path).
+Validation and jit: each public function validates its arguments in Python and then calls a
+jitted core. Shape and option checks always run; the value checks (no NaN, ``tpr`` in
+``(0, 1]``) need concrete values, so they run when called eagerly and are skipped when the
+function is traced inside the caller's ``jax.jit``/``vmap`` (the unchecked, staged path).
 """
 
+import functools
 from typing import Literal, NamedTuple
 
 import jax
@@ -65,19 +67,16 @@ def auroc(scores_in: jax.Array, scores_out: jax.Array) -> jax.Array:
       >>> auroc(uncertainty.entropy(lp_test), uncertainty.entropy(lp_ood))
     """
     scores_in, scores_out = _scores(scores_in=scores_in, scores_out=scores_out)
+    return _auroc(scores_in, scores_out)
+
+
+@jax.jit
+def _auroc(scores_in, scores_out):
     ordered_in = jnp.sort(scores_in)
     below = jnp.searchsorted(ordered_in, scores_out, side="left")
     at_or_below = jnp.searchsorted(ordered_in, scores_out, side="right")
     pairs_won = (below + at_or_below).astype(scores_in.dtype) / (2 * ordered_in.shape[0])
     return jnp.mean(pairs_won)
-
-
-def _average_precision(positives: jax.Array, negatives: jax.Array) -> jax.Array:
-    """``AP = (1/n_pos) sum_{positives i} precision(threshold = s_i)``, scikit-learn's step sum."""
-    ordered_pos, ordered_neg = jnp.sort(positives), jnp.sort(negatives)
-    true_pos = ordered_pos.shape[0] - jnp.searchsorted(ordered_pos, positives, side="left")
-    false_pos = ordered_neg.shape[0] - jnp.searchsorted(ordered_neg, positives, side="left")
-    return jnp.mean(true_pos.astype(positives.dtype) / (true_pos + false_pos))
 
 
 def aupr(
@@ -96,12 +95,21 @@ def aupr(
     Returns:
       Scalar in ``[0, 1]``; a random detector scores the positives' share of all inputs.
     """
+    if positive not in ("out", "in"):
+        raise ValueError(f"positive: expected 'out' or 'in', got {positive!r}")
     scores_in, scores_out = _scores(scores_in=scores_in, scores_out=scores_out)
-    if positive == "out":
-        return _average_precision(scores_out, scores_in)
-    if positive == "in":
-        return _average_precision(-scores_in, -scores_out)
-    raise ValueError(f"positive: expected 'out' or 'in', got {positive!r}")
+    return _aupr(scores_in, scores_out, positive == "in")
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _aupr(scores_in, scores_out, in_positive):
+    """``AP = (1/n_pos) sum_{positives i} precision(threshold = s_i)``, scikit-learn's step sum:
+    a positive adds ``1/n_pos`` recall at the threshold equal to its score."""
+    positives, negatives = (-scores_in, -scores_out) if in_positive else (scores_out, scores_in)
+    ordered_pos, ordered_neg = jnp.sort(positives), jnp.sort(negatives)
+    true_pos = ordered_pos.shape[0] - jnp.searchsorted(ordered_pos, positives, side="left")
+    false_pos = ordered_neg.shape[0] - jnp.searchsorted(ordered_neg, positives, side="left")
+    return jnp.mean(true_pos.astype(positives.dtype) / (true_pos + false_pos))
 
 
 def fpr_at_tpr(scores_in: jax.Array, scores_out: jax.Array, tpr: float = 0.95) -> jax.Array:
@@ -122,6 +130,11 @@ def fpr_at_tpr(scores_in: jax.Array, scores_out: jax.Array, tpr: float = 0.95) -
     scores_in, scores_out = _scores(scores_in=scores_in, scores_out=scores_out)
     if is_concrete(tpr) and not 0 < float(tpr) <= 1:
         raise ValueError(f"tpr: expected a value in (0, 1], got {tpr!r}")
+    return _fpr_at_tpr(scores_in, scores_out, tpr)
+
+
+@jax.jit
+def _fpr_at_tpr(scores_in, scores_out, tpr):
     descending = -jnp.sort(-scores_out)
     n_out = descending.shape[0]
     detected = jnp.arange(1, n_out + 1, dtype=descending.dtype) / n_out
@@ -129,16 +142,22 @@ def fpr_at_tpr(scores_in: jax.Array, scores_out: jax.Array, tpr: float = 0.95) -
     return jnp.mean(scores_in >= threshold, dtype=scores_in.dtype)
 
 
-def _step_curve(scores, thresholds):
-    """Sorted scores, evaluation points (default: the sorted scores) and ``#{s_i <= t}``."""
+def _step_curve(scores, thresholds, *, inverse: bool) -> ECDFCurve:
     if thresholds is None:
         (scores,) = _scores(scores=scores)
-        ordered = jnp.sort(scores)
-        grid = ordered
     else:
-        scores, grid = _scores(scores=scores, thresholds=thresholds)
-        ordered = jnp.sort(scores)
-    return ordered, grid, jnp.searchsorted(ordered, grid, side="right")
+        scores, thresholds = _scores(scores=scores, thresholds=thresholds)
+    return _ecdf(scores, thresholds, inverse)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _ecdf(scores, thresholds, inverse):
+    ordered = jnp.sort(scores)
+    grid = ordered if thresholds is None else thresholds
+    count = jnp.searchsorted(ordered, grid, side="right")  # #{s_i <= t}
+    if inverse:
+        count = ordered.shape[0] - count
+    return ECDFCurve(grid, count.astype(grid.dtype) / ordered.shape[0])
 
 
 def ecdf(scores: jax.Array, *, thresholds: jax.Array | None = None) -> ECDFCurve:
@@ -152,8 +171,7 @@ def ecdf(scores: jax.Array, *, thresholds: jax.Array | None = None) -> ECDFCurve
     Returns:
       :class:`ECDFCurve` ``(threshold, fraction)``.
     """
-    ordered, grid, at_or_below = _step_curve(scores, thresholds)
-    return ECDFCurve(grid, at_or_below.astype(grid.dtype) / ordered.shape[0])
+    return _step_curve(scores, thresholds, inverse=False)
 
 
 def inverse_ecdf(scores: jax.Array, *, thresholds: jax.Array | None = None) -> ECDFCurve:
@@ -175,6 +193,4 @@ def inverse_ecdf(scores: jax.Array, *, thresholds: jax.Array | None = None) -> E
       >>> curve = inverse_ecdf(normalised, thresholds=jnp.linspace(0.0, 1.0, 101))
       >>> ax.plot(curve.threshold, curve.fraction)
     """
-    ordered, grid, at_or_below = _step_curve(scores, thresholds)
-    above = (ordered.shape[0] - at_or_below).astype(grid.dtype)
-    return ECDFCurve(grid, above / ordered.shape[0])
+    return _step_curve(scores, thresholds, inverse=True)

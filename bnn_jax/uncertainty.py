@@ -6,10 +6,11 @@ entropy (``0 log 0 = 0``), in the value and in the gradient. Predictive samples 
 ``sample_log_probs`` of shape ``[T, ..., C]`` (``T`` posterior samples, any batch shape,
 ``C`` classes), as returned by :func:`bnn_jax.predictive.sample_log_probs`.
 
-Validation: every public function checks its input with :func:`check_log_probs`. Shape checks
-always run; the value checks (no NaN, rows on the probability simplex) need concrete arrays, so
-they run when called eagerly and are skipped under ``jax.jit``/``vmap`` tracing. Calling the
-functions inside ``jax.jit`` is therefore the unchecked, fully staged path.
+Validation and jit: every public function checks its input with :func:`check_log_probs` in
+Python and then calls a jitted core. Shape checks always run; the value checks (no NaN, rows on
+the probability simplex) need concrete arrays, so they run when called eagerly and are skipped
+when the function is traced inside the caller's ``jax.jit``/``vmap``/``grad``, which is the
+unchecked, fully staged path (the jitted core inlines into the caller's program).
 """
 
 import jax
@@ -92,6 +93,11 @@ def entropy(log_probs: jax.Array) -> jax.Array:
       >>> entropy(jax.nn.log_softmax(jnp.zeros(4)))   # log 4
     """
     check_log_probs(log_probs)
+    return _entropy(log_probs)
+
+
+@jax.jit
+def _entropy(log_probs):
     return jnp.sum(_plogp_terms(log_probs), axis=-1)
 
 
@@ -121,7 +127,12 @@ def predictive_entropy(sample_log_probs: jax.Array) -> jax.Array:
       ``[...]`` total (aleatoric + epistemic) uncertainty in nats.
     """
     check_log_probs(sample_log_probs, name="sample_log_probs", min_ndim=2)
-    return jnp.sum(_plogp_terms(mean_log_probs(sample_log_probs)), axis=-1)
+    return _predictive_entropy(sample_log_probs)
+
+
+@jax.jit
+def _predictive_entropy(sample_log_probs):
+    return _entropy(mean_log_probs(sample_log_probs))
 
 
 def expected_entropy(sample_log_probs: jax.Array) -> jax.Array:
@@ -134,7 +145,12 @@ def expected_entropy(sample_log_probs: jax.Array) -> jax.Array:
       ``[...]`` expected entropy in nats.
     """
     check_log_probs(sample_log_probs, name="sample_log_probs", min_ndim=2)
-    return jnp.mean(jnp.sum(_plogp_terms(sample_log_probs), axis=-1), axis=0)
+    return _expected_entropy(sample_log_probs)
+
+
+@jax.jit
+def _expected_entropy(sample_log_probs):
+    return jnp.mean(_entropy(sample_log_probs), axis=0)
 
 
 def bald(sample_log_probs: jax.Array) -> jax.Array:
@@ -157,7 +173,13 @@ def bald(sample_log_probs: jax.Array) -> jax.Array:
       >>> lp = predictive.sample_log_probs(logits_fn, keys, x)   # [T, batch, C]
       >>> bald(lp) <= predictive_entropy(lp)
     """
-    return predictive_entropy(sample_log_probs) - expected_entropy(sample_log_probs)
+    check_log_probs(sample_log_probs, name="sample_log_probs", min_ndim=2)
+    return _bald(sample_log_probs)
+
+
+@jax.jit
+def _bald(sample_log_probs):
+    return _predictive_entropy(sample_log_probs) - _expected_entropy(sample_log_probs)
 
 
 def variation_ratio(sample_log_probs: jax.Array) -> jax.Array:
@@ -174,6 +196,11 @@ def variation_ratio(sample_log_probs: jax.Array) -> jax.Array:
       ``[...]`` variation ratios in ``[0, 1)``.
     """
     check_log_probs(sample_log_probs, name="sample_log_probs", min_ndim=2)
+    return _variation_ratio(sample_log_probs)
+
+
+@jax.jit
+def _variation_ratio(sample_log_probs):
     num_samples, num_classes = sample_log_probs.shape[0], sample_log_probs.shape[-1]
     votes = jax.nn.one_hot(jnp.argmax(sample_log_probs, axis=-1), num_classes, dtype=jnp.int32)
     mode_count = jnp.max(jnp.sum(votes, axis=0), axis=-1)
@@ -190,4 +217,9 @@ def max_probability(log_probs: jax.Array) -> jax.Array:
       ``[...]`` confidences in ``[1/C, 1]``.
     """
     check_log_probs(log_probs)
+    return _max_probability(log_probs)
+
+
+@jax.jit
+def _max_probability(log_probs):
     return jnp.exp(jnp.max(log_probs, axis=-1))
