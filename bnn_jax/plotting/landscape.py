@@ -1,0 +1,240 @@
+"""Figures of the loss-landscape study: 1-D curves, 2-D surfaces, exp(-loss) vs Gaussians.
+
+Inputs come from :mod:`bnn_jax.landscape`: step sizes ``alphas [A]`` (and ``betas [B]``) and
+values on the grid in ``"ij"`` indexing, ``values[i, j]`` at ``(alphas[i], betas[j])``; the
+functions transpose for matplotlib themselves.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from bnn_jax.plotting import _common
+
+__all__ = ["gaussian_comparison", "loss_curves", "loss_surface"]
+
+_LOSS_CMAP = "viridis"
+
+
+def _surface(name: str, values, alphas: np.ndarray, betas: np.ndarray) -> np.ndarray:
+    array = _common.as_array(name, values, ndim=2)
+    expected = (alphas.shape[0], betas.shape[0])
+    if array.shape != expected:
+        raise ValueError(f"{name}: expected shape {expected} (alphas x betas), got {array.shape}")
+    return array
+
+
+def _line_levels(values: np.ndarray, num: int) -> np.ndarray | None:
+    """Round contour levels strictly inside the range of ``values`` (None if it is flat)."""
+    low, high = float(values.min()), float(values.max())
+    if not high > low:
+        return None
+    ticks = MaxNLocator(num).tick_values(low, high)
+    inside = ticks[(ticks > low) & (ticks < high)]
+    return inside if inside.size else None
+
+
+def loss_curves(
+    alphas,
+    losses,
+    *,
+    accuracies=None,
+    labels: Sequence[str] | None = None,
+    title: str = "Loss along random directions",
+) -> Figure:
+    """The loss along one or several directions, ``loss(w + a d_k)`` against ``a``.
+
+    Args:
+      alphas: ``[A]`` step sizes (``landscape.slice_1d``'s grid).
+      losses: ``[A]`` or ``[D, A]`` losses, one row per direction.
+      accuracies: optional accuracies of the same shape, drawn dashed on a right-hand axis.
+      labels: ``D`` legend labels; default ``"direction 1"``, ...
+      title: axes title.
+
+    Returns:
+      A Figure with one axes (two with ``accuracies``).
+    """
+    alphas = _common.as_array("alphas", alphas, ndim=1)
+    curves = _common.as_array("losses", losses)
+    curves = curves[None] if curves.ndim == 1 else curves
+    if curves.ndim != 2 or curves.shape[1] != alphas.shape[0]:
+        raise ValueError(
+            f"losses: expected shape ({alphas.shape[0]},) or (D, {alphas.shape[0]}), "
+            f"got {np.shape(losses)}"
+        )
+    labels = [f"direction {k + 1}" for k in range(len(curves))] if labels is None else labels
+    if len(labels) != len(curves):
+        raise ValueError(f"labels: expected {len(curves)} labels, got {len(labels)}")
+    if accuracies is not None:
+        accuracies = _common.as_array("accuracies", accuracies).reshape(-1, alphas.shape[0])
+        if accuracies.shape != curves.shape:
+            raise ValueError(
+                f"accuracies: expected the shape of losses {np.shape(losses)}, "
+                f"got {np.shape(accuracies)}"
+            )
+
+    colors = list(_common.method_colors(list(labels)).values())
+    fig, ax = plt.subplots(figsize=(6.0, 4.0), layout="constrained")
+    for curve, label, color in zip(curves, labels, colors, strict=True):
+        ax.plot(alphas, curve, color=color, label=label)
+    ax.axvline(0.0, color="0.6", linestyle=":", linewidth=1)
+    ax.set_xlabel("step along the direction")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    handles, names = ax.get_legend_handles_labels()
+    if accuracies is not None:
+        right = ax.twinx()
+        for accuracy, color in zip(accuracies, colors, strict=True):
+            right.plot(alphas, accuracy, color=color, linestyle="--")
+        right.set_ylabel("accuracy (dashed)")
+        handles.append(Line2D([], [], color="0.3", linestyle="--"))
+        names.append("accuracy")
+    ax.legend(handles, names, loc="best", fontsize="small")
+    return fig
+
+
+def loss_surface(
+    alphas,
+    betas,
+    loss,
+    *,
+    accuracy=None,
+    three_d: bool = False,
+    num_levels: int = 20,
+    title: str = "Loss landscape",
+) -> Figure:
+    """The loss on a plane through the trained weights, with loss and accuracy contour lines.
+
+    As filled contours (default) with black loss contour lines and, if given, white dashed
+    accuracy contour lines, labelled with their values; or, with ``three_d=True``, as a 3-D
+    surface with the contour lines projected onto the floor, as in the source post.
+
+    Args:
+      alphas: ``[A]`` steps along the first direction.
+      betas: ``[B]`` steps along the second direction.
+      loss: ``[A, B]`` losses (``landscape.slice_2d``).
+      accuracy: optional ``[A, B]`` accuracies on the same grid.
+      three_d: draw a 3-D surface instead of filled contours.
+      num_levels: number of colour levels, >= 2.
+      title: axes title.
+
+    Returns:
+      A Figure with the plot axes and its colour bar.
+    """
+    alphas = _common.as_array("alphas", alphas, ndim=1)
+    betas = _common.as_array("betas", betas, ndim=1)
+    loss = _surface("loss", loss, alphas, betas)
+    accuracy = None if accuracy is None else _surface("accuracy", accuracy, alphas, betas)
+    num_levels = _common.check_positive_int("num_levels", num_levels, minimum=2)
+    grid_a, grid_b = np.meshgrid(alphas, betas)  # [B, A]: plot the transposed values
+    fill_levels = _common.levels(loss.min(), loss.max(), num_levels)
+    lines = [(loss, "k", "solid", "loss contours")]
+    if accuracy is not None:
+        lines.append((accuracy, "w" if not three_d else "tab:red", "dashed", "accuracy contours"))
+
+    if three_d:
+        fig, ax = plt.subplots(
+            figsize=(6.5, 5.0), subplot_kw={"projection": "3d"}, layout="constrained"
+        )
+        mappable = ax.plot_surface(
+            grid_a, grid_b, loss.T, cmap=_LOSS_CMAP, linewidth=0, antialiased=True, alpha=0.9
+        )
+        floor = loss.min() - 0.3 * (np.ptp(loss) or 1.0)
+        ax.set_zlim(floor, loss.max())
+        ax.set_zlabel("loss")
+        draw = dict(zdir="z", offset=floor)
+    else:
+        fig, ax = plt.subplots(figsize=(6.0, 5.0), layout="constrained")
+        mappable = ax.contourf(grid_a, grid_b, loss.T, levels=fill_levels, cmap=_LOSS_CMAP)
+        ax.plot(0.0, 0.0, marker="x", color="r", linestyle="none")
+        draw = {}
+    handles = []
+    for values, color, style, label in lines:
+        line_levels = _line_levels(values, 8)
+        if line_levels is None:
+            continue
+        contours = ax.contour(
+            grid_a,
+            grid_b,
+            values.T,
+            levels=line_levels,
+            colors=color,
+            linestyles=style,
+            linewidths=0.8,
+            **draw,
+        )
+        if not three_d:
+            ax.clabel(contours, fontsize="x-small", fmt="%.3g")
+        handles.append(Line2D([], [], color=color, linestyle=style, label=label))
+    if handles:
+        ax.legend(handles=handles, loc="upper right", fontsize="small", facecolor="0.85")
+    _common.colorbar(fig, mappable, ax, "loss", shrink=0.8 if three_d else 1.0)
+    ax.set_xlabel("step along direction 1")
+    ax.set_ylabel("step along direction 2")
+    ax.set_title(title)
+    return fig
+
+
+def gaussian_comparison(
+    alphas,
+    betas,
+    panels: Mapping[str, object],
+    *,
+    title: str = "exp(-loss) and Gaussians on the same plane",
+) -> Figure:
+    """``exp(-loss)`` next to Gaussians on the same plane, on one shared colour scale.
+
+    The first panel is the reference (``exp(-loss)``); its contour lines are drawn in white on
+    every other panel, so each Gaussian (the least-squares fit, the DIAG and KFAC posteriors'
+    slices from ``landscape.plane_gaussian``) can be compared with it directly.
+
+    Args:
+      alphas: ``[A]`` steps along the first direction.
+      betas: ``[B]`` steps along the second direction.
+      panels: ``{panel title: [A, B] values}``, reference first, e.g.
+        ``{"exp(-loss)": ..., "least-squares Gaussian": ..., "KFAC": ..., "DIAG": ...}``.
+      title: figure title.
+
+    Returns:
+      A Figure with one axes per panel and one colour bar.
+    """
+    alphas = _common.as_array("alphas", alphas, ndim=1)
+    betas = _common.as_array("betas", betas, ndim=1)
+    panels = _common.check_mapping("panels", panels)
+    values = {name: _surface(f"panels[{name!r}]", v, alphas, betas) for name, v in panels.items()}
+    stacked = np.stack(list(values.values()))
+    fill_levels = _common.levels(min(0.0, stacked.min()), stacked.max())
+    reference = next(iter(values.values()))
+    reference_levels = _line_levels(reference, 6)
+    grid_a, grid_b = np.meshgrid(alphas, betas)
+
+    fig, axes = plt.subplots(
+        1,
+        len(values),
+        figsize=(3.6 * len(values) + 0.8, 3.6),
+        layout="constrained",
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+    )
+    for k, (ax, (name, field)) in enumerate(zip(axes[0], values.items(), strict=True)):
+        filled = ax.contourf(grid_a, grid_b, field.T, levels=fill_levels, cmap=_LOSS_CMAP)
+        if k > 0 and reference_levels is not None:
+            ax.contour(
+                grid_a,
+                grid_b,
+                reference.T,
+                levels=reference_levels,
+                colors="w",
+                linewidths=0.7,
+            )
+        ax.set_title(name)
+        ax.set_xlabel("step along direction 1")
+    axes[0, 0].set_ylabel("step along direction 2")
+    _common.colorbar(fig, filled, axes[0], "value")
+    fig.suptitle(title)
+    return fig
