@@ -93,10 +93,10 @@ def _check_num_bins(num_bins) -> None:
         raise ValueError(f"num_bins: expected an integer >= 1, got {num_bins!r}")
 
 
-def _check_labels(labels, *, batch: int, num_classes: int) -> None:
+def _check_labels(labels, *, batch: int, num_classes: int, against: str = "log_probs") -> None:
     shape = jnp.shape(labels)
     if shape != (batch,):
-        raise ValueError(f"labels: expected shape ({batch},) to match log_probs, got {shape}")
+        raise ValueError(f"labels: expected shape ({batch},) to match {against}, got {shape}")
     dtype = jnp.result_type(labels)
     if not jnp.issubdtype(dtype, jnp.integer):
         raise ValueError(f"labels: expected an integer dtype, got {dtype}")
@@ -110,9 +110,9 @@ def _check_labels(labels, *, batch: int, num_classes: int) -> None:
 
 
 def _check_predictions(log_probs, labels) -> None:
-    check_log_probs(log_probs)
     if jnp.ndim(log_probs) != 2:
         raise ValueError(f"log_probs: expected shape [batch, classes], got {jnp.shape(log_probs)}")
+    check_log_probs(log_probs)
     batch, num_classes = jnp.shape(log_probs)
     _check_labels(labels, batch=batch, num_classes=num_classes)
 
@@ -123,6 +123,9 @@ def accuracy(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
     Args:
       log_probs: predictive log-probabilities ``[batch, C]``.
       labels: int labels ``[batch]`` in ``[0, C)``.
+
+    Returns:
+      Scalar in ``[0, 1]``.
     """
     _check_predictions(log_probs, labels)
     return _accuracy(log_probs, labels)
@@ -134,12 +137,14 @@ def _accuracy(log_probs, labels):
 
 
 def nll(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean negative log-likelihood ``-(1/n) sum_i log p_{i, y_i}`` in nats (``inf`` if a label has
-    probability exactly 0).
+    """Mean negative log-likelihood ``-(1/n) sum_i log p_{i, y_i}``.
 
     Args:
       log_probs: predictive log-probabilities ``[batch, C]``.
       labels: int labels ``[batch]`` in ``[0, C)``.
+
+    Returns:
+      Scalar in nats; ``inf`` if a label has probability exactly 0.
     """
     _check_predictions(log_probs, labels)
     return _nll(log_probs, labels)
@@ -151,11 +156,14 @@ def _nll(log_probs, labels):
 
 
 def brier(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
-    """Brier score ``(1/n) sum_i sum_c (p_ic - [c == y_i])^2``, in ``[0, 2]``.
+    """Brier score ``(1/n) sum_i sum_c (p_ic - [c == y_i])^2`` (multi-class form).
 
     Args:
       log_probs: predictive log-probabilities ``[batch, C]``.
       labels: int labels ``[batch]`` in ``[0, C)``.
+
+    Returns:
+      Scalar in ``[0, 2]``; 0 for confident correct predictions.
     """
     _check_predictions(log_probs, labels)
     return _brier(log_probs, labels)
@@ -292,7 +300,9 @@ def ece(
       equal_mass: quantile (equal-mass) bins instead of equal-width bins (static).
 
     Returns:
-      Scalar ECE in ``[0, 1]``; equals ``netcal.metrics.ECE(num_bins)`` for ``C >= 3``.
+      Scalar ECE in ``[0, 1]``. Equals ``netcal.metrics.ECE(bins=num_bins,
+      equal_intervals=not equal_mass)`` when the labels hold at least 3 distinct classes
+      (netcal scores fewer as a binary problem on ``p(y=1)``, not on the top label).
     """
     _check_predictions(log_probs, labels)
     _check_num_bins(num_bins)
@@ -318,7 +328,8 @@ def mce(
       equal_mass: quantile (equal-mass) bins instead of equal-width bins (static).
 
     Returns:
-      Scalar MCE in ``[0, 1]``; equals ``netcal.metrics.MCE(num_bins)`` for ``C >= 3``.
+      Scalar MCE in ``[0, 1]``; equals netcal's ``MCE`` under the conditions given in
+      :func:`ece`.
     """
     _check_predictions(log_probs, labels)
     _check_num_bins(num_bins)
@@ -390,7 +401,7 @@ def fit_temperature(
         raise ValueError(f"logits: expected a floating dtype, got {jnp.result_type(logits)}")
     if is_concrete(logits) and not np.all(np.isfinite(np.asarray(logits))):
         raise ValueError("logits: expected finite values (no NaN or inf)")
-    _check_labels(labels, batch=shape[0], num_classes=shape[1])
+    _check_labels(labels, batch=shape[0], num_classes=shape[1], against="logits")
     if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
         raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")
     if is_concrete(init_temperature) and not float(init_temperature) > 0:

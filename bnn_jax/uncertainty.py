@@ -30,13 +30,16 @@ __all__ = [
 
 
 def is_concrete(x) -> bool:
-    """True if ``x`` holds values (not an abstract tracer inside ``jit``/``vmap``/``grad``)."""
+    """True if ``x`` holds values, False for an abstract tracer inside ``jit``/``vmap``/``grad``.
+
+    The metric modules run their value checks only on concrete inputs.
+    """
     return not isinstance(x, jax.core.Tracer)
 
 
-def simplex_tolerance(dtype) -> float:
+def _simplex_tolerance(dtype) -> float:
     """Allowed ``|logsumexp(log_probs)|``: ``max(1e-3, sqrt(eps(dtype)))`` nats."""
-    return max(1e-3, float(np.sqrt(np.finfo(dtype).eps)))
+    return max(1e-3, float(np.sqrt(jnp.finfo(dtype).eps)))
 
 
 def check_log_probs(log_probs, *, name: str = "log_probs", min_ndim: int = 1) -> None:
@@ -64,7 +67,7 @@ def check_log_probs(log_probs, *, name: str = "log_probs", min_ndim: int = 1) ->
         safe_top = np.where(np.isfinite(top), top, 0.0)
         total = np.log(np.sum(np.exp(values - safe_top), axis=-1)) + safe_top[..., 0]
     worst = np.max(np.abs(np.nan_to_num(total, nan=np.inf)))
-    tol = simplex_tolerance(dtype)
+    tol = _simplex_tolerance(dtype)
     if not worst <= tol:
         raise ValueError(
             f"{name}: expected log-probabilities with logsumexp over the last axis equal to 0 "
@@ -104,7 +107,8 @@ def _entropy(log_probs):
 def mean_log_probs(sample_log_probs: jax.Array) -> jax.Array:
     """Log of the MC predictive, ``log (1/T) sum_t p_t``, from samples ``[T, ..., C]``.
 
-    Computed with ``logsumexp``, so probabilities that are exactly 0 or 1 stay exact.
+    Computed with ``logsumexp``, so probabilities that are exactly 0 or 1 stay exact. A
+    primitive for staged code: it does not validate its input.
     """
     num_samples = sample_log_probs.shape[0]
     # logsumexp over samples, written out so that a class with probability 0 in every sample
@@ -160,8 +164,8 @@ def bald(sample_log_probs: jax.Array) -> jax.Array:
     ``predictive_entropy - expected_entropy``; equal to ``(1/T) sum_t KL(p_t || p_bar) >= 0``.
     It is not clipped at 0: rounding leaves an absolute error of order ``eps * log C``
     (about 1e-7 nats in float32), so tiny negative values are rounding while anything clearly
-    negative points to a bug upstream. (The KL form is no more accurate: the rounding of the
-    input log-probabilities themselves dominates.)
+    negative points to a bug upstream. (Evaluating the KL form instead gains nothing: the
+    rounding of the input log-probabilities dominates.)
 
     Args:
       sample_log_probs: ``[T, ..., C]`` log-probabilities of ``T`` posterior samples.
@@ -203,8 +207,8 @@ def variation_ratio(sample_log_probs: jax.Array) -> jax.Array:
 def _variation_ratio(sample_log_probs):
     num_samples, num_classes = sample_log_probs.shape[0], sample_log_probs.shape[-1]
     votes = jax.nn.one_hot(jnp.argmax(sample_log_probs, axis=-1), num_classes, dtype=jnp.int32)
-    mode_count = jnp.max(jnp.sum(votes, axis=0), axis=-1)
-    return 1.0 - mode_count / num_samples
+    mode_count = jnp.max(jnp.sum(votes, axis=0), axis=-1).astype(sample_log_probs.dtype)
+    return 1 - mode_count / num_samples
 
 
 def max_probability(log_probs: jax.Array) -> jax.Array:
