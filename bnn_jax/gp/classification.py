@@ -257,6 +257,15 @@ def validate_training_data(kernel: Kernel, params: Any, x: Any, y: Any) -> None:
         raise ValueError(f"y: expected binary labels in {{0, 1}}, got {np.unique(labels)}")
 
 
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
+def _fit_mode(matrix_fn, params, x, y, likelihood, tol, max_iterations):
+    kernel_matrix = matrix_fn(params, x, x)
+    mode = find_mode(
+        kernel_matrix, y, likelihood=likelihood, tol=tol, max_iterations=max_iterations
+    )
+    return jnp.all(jnp.isfinite(kernel_matrix)), mode
+
+
 def fit(
     kernel: Kernel,
     params: Any,
@@ -285,16 +294,15 @@ def fit(
     """
     validate_training_data(kernel, params, x, y)
     x = jnp.asarray(x)
-    kernel_matrix = kernel.matrix(params, x, x)
-    if not bool(jnp.all(jnp.isfinite(kernel_matrix))):
+    finite, mode = _fit_mode(
+        kernel.matrix, params, x, jnp.asarray(y), likelihood, tol, max_iterations
+    )
+    if not bool(finite):
         raise ValueError(
             "params: the kernel matrix is not finite; expected smaller hyperparameters"
         )
-    mode = find_mode(
-        kernel_matrix, y, likelihood=likelihood, tol=tol, max_iterations=max_iterations
-    )
     if not bool(mode.converged):
-        tol = default_tol(kernel_matrix.dtype) if tol is None else tol
+        tol = default_tol(mode.f.dtype) if tol is None else tol
         raise ValueError(
             f"max_iterations: Newton's method for the Laplace mode did not converge in "
             f"{int(mode.iterations)} iterations (max_iterations={max_iterations}): residual "

@@ -109,15 +109,18 @@ def optimize_hyperparameters(
             raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
     if not gtol > 0:
         raise ValueError(f"gtol: expected a positive float, got {gtol!r}")
-    x = jnp.asarray(x)
-    y = jnp.asarray(y)
-
-    def objective(p):
-        return negative_log_marginal_likelihood(
-            kernel, p, x, y, likelihood=likelihood, tol=tol, max_iterations=max_iterations
-        )
-
-    result = _run_lbfgs(objective, params, max_steps, gtol, memory_size)
+    result = _run_lbfgs(
+        kernel.matrix,
+        params,
+        jnp.asarray(x),
+        jnp.asarray(y),
+        likelihood,
+        tol,
+        max_iterations,
+        max_steps,
+        gtol,
+        memory_size,
+    )
     for name, value in (("initial", result.initial_objective), ("final", result.final_objective)):
         if not bool(jnp.isfinite(value)):
             raise ValueError(
@@ -128,8 +131,17 @@ def optimize_hyperparameters(
     return result
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2, 3, 4))
-def _run_lbfgs(objective, params, max_steps, gtol, memory_size) -> HyperparameterFit:
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 9))
+def _run_lbfgs(
+    matrix_fn, params, x, y, likelihood, tol, max_iterations, max_steps, gtol, memory_size
+) -> HyperparameterFit:
+    def objective(p):
+        kernel_matrix = matrix_fn(p, x, x)
+        lml = log_marginal_likelihood(
+            kernel_matrix, y, likelihood=likelihood, tol=tol, max_iterations=max_iterations
+        )
+        return -lml
+
     optimizer = optax.lbfgs(memory_size=memory_size)
     value_and_grad = optax.value_and_grad_from_state(objective)
 
@@ -144,7 +156,7 @@ def _run_lbfgs(objective, params, max_steps, gtol, memory_size) -> Hyperparamete
     def not_done(carry):
         _, state = carry
         count = otu.tree_get(state, "count")
-        grad_norm = otu.tree_l2_norm(otu.tree_get(state, "grad"))
+        grad_norm = otu.tree_norm(otu.tree_get(state, "grad"))
         return (count == 0) | ((count < max_steps) & (grad_norm >= gtol))
 
     initial_objective = objective(params)
@@ -155,5 +167,5 @@ def _run_lbfgs(objective, params, max_steps, gtol, memory_size) -> Hyperparamete
         initial_objective,
         final_objective,
         otu.tree_get(state, "count"),
-        otu.tree_l2_norm(grad),
+        otu.tree_norm(grad),
     )

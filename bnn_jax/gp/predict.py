@@ -12,6 +12,8 @@ Example:
   >>> bald = houlsby_bald(mean, var)                      # probit likelihood
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,11 +53,16 @@ def latent_predictive(
       ``(mean [m], var [m])``.
     """
     validate_inputs("x", x, num_features=posterior.x_train.shape[1])
+    return _latent_predictive(kernel.matrix, kernel.diag, posterior, jnp.asarray(x))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _latent_predictive(matrix_fn, diag_fn, posterior, x):
     mode = posterior.mode
-    k_star = kernel.matrix(posterior.params, posterior.x_train, x)
+    k_star = matrix_fn(posterior.params, posterior.x_train, x)
     mean = k_star.T @ mode.grad_log_lik
     v = jax.scipy.linalg.solve_triangular(mode.chol, mode.sqrt_w[:, None] * k_star, lower=True)
-    var = kernel.diag(posterior.params, x) - jnp.sum(v * v, axis=0)
+    var = diag_fn(posterior.params, x) - jnp.sum(v * v, axis=0)
     return mean, jnp.maximum(var, 0.0)
 
 
