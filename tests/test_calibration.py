@@ -60,9 +60,12 @@ def loop_edges(confidences, num_bins, equal_mass):
 
 @pytest.fixture
 def predictions(x64):
-    """Float64 predictions of an overconfident model (every test using them runs in x64)."""
-    logits, labels = overconfident_problem(0, 300, 4, scale=3.0)
-    return jnp.asarray(log_softmax(logits)), jnp.asarray(labels)
+    """Float64 predictions (every test using them runs in x64), overconfident at high confidence
+    and underconfident at low confidence, so that the ECE depends on the binning (were every bin
+    overconfident, any binning would give ECE = mean confidence - accuracy)."""
+    logits, labels = overconfident_problem(0, 300, 4)
+    scale = np.where(np.arange(300) % 2 == 0, 3.0 / 5.0, 0.3 / 5.0)[:, None]
+    return jnp.asarray(log_softmax(logits * scale)), jnp.asarray(labels)
 
 
 def test_accuracy_nll_brier_match_loops(predictions):
@@ -161,8 +164,9 @@ def test_reliability_gap_sign_and_empty_bins(predictions):
     # 4 classes: no confidence below 1/4, so the first two bins are empty.
     assert not occupied[:2].any()
     assert np.all(np.isnan(np.asarray(rel.accuracy)[~occupied]))
-    # Logits scaled by 3: overconfident, so confidence exceeds accuracy where most examples are.
+    # Overconfident at the top (positive gap), underconfident at the bottom (negative gap).
     assert float(rel.gap[-1]) > 0.1
+    assert float(rel.gap[2]) < -0.1
     np.testing.assert_allclose(rel.gap, rel.confidence - rel.accuracy)
 
 
