@@ -7,7 +7,7 @@ import pytest
 import scipy.optimize
 import scipy.stats
 
-from bnn_jax import landscape, models
+from bnn_jax import landscape
 from bnn_jax.tree import normal_like, ravel
 
 
@@ -44,12 +44,13 @@ def _spd(seed, n):
 
 def test_filter_normalisation_matches_param_filter_norms(x64):
     params = _params(0)
-    key = jax.random.key(1)
-    d = landscape.random_direction(key, params)
-    raw = landscape.random_direction(key, params, filter_normalize=False)
+    key = jax.random.key(1, impl="rbg")  # any key implementation works; this one compiles fast
+    direction = jax.jit(landscape.random_direction, static_argnames="filter_normalize")
+    d = direction(key, params)
+    raw = direction(key, params, filter_normalize=False)
     assert jax.tree.structure(d) == jax.tree.structure(params)
     np.testing.assert_array_equal(  # filter_normalize=False is the raw Gaussian draw
-        ravel(raw)[0], ravel(normal_like(key, params))[0]
+        ravel(raw)[0], ravel(jax.jit(normal_like)(key, params))[0]
     )
     for name in ("dense", "conv"):
         p, u, r = (tree[name]["kernel"] for tree in (params, d, raw))
@@ -71,7 +72,7 @@ def test_filter_normalisation_matches_param_filter_norms(x64):
 
 def test_random_directions_for_several_keys_by_vmap():
     params = {"kernel": jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)), jnp.float32)}
-    keys = jax.random.split(jax.random.key(1), 3)
+    keys = jax.random.split(jax.random.key(1), 3)  # threefry: vmap gives the per-key draws
     stacked = jax.vmap(lambda k: landscape.random_direction(k, params))(keys)["kernel"]
     assert stacked.shape == (3, 3, 4) and stacked.dtype == jnp.float32
     one = landscape.random_direction(keys[1], params)["kernel"]
@@ -95,7 +96,7 @@ def _nonlinear_fn(p):
     return jnp.sum(h**2) + jnp.sum(jnp.sin(p["conv"]["kernel"])) + p["log_temperature"] ** 2
 
 
-@pytest.mark.parametrize(("chunk_size", "jit"), [(None, False), (1, False), (4, True)])
+@pytest.mark.parametrize(("chunk_size", "jit"), [(None, False), (4, True)])
 def test_slices_equal_a_naive_loop(x64, chunk_size, jit):
     params, d1, d2 = _params(0), _params(1), _params(2)  # also moves the 1-D leaves
     alphas, betas = np.linspace(-1.0, 1.0, 5), np.linspace(-0.5, 2.0, 3)
@@ -131,23 +132,6 @@ def test_slice_keeps_the_param_dtype(x64):
     np.testing.assert_allclose(curve, [4.0, 6.0, 8.0])
 
 
-def test_slice_of_a_model_loss_runs_chunked():
-    model = models.MLP(widths=(4,), num_outputs=2)
-    variables = models.init(model, jax.random.key(0), (2,))
-    apply_fn = models.make_apply_fn(model, variables)
-    params = variables["params"]
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 2)), jnp.float32)
-    y = jnp.array([0, 1, 0, 1, 1, 0])
-    loss = jax.jit(lambda p: -jnp.mean(jax.nn.log_softmax(apply_fn(p, x))[jnp.arange(6), y]))
-    d = landscape.random_direction(jax.random.key(2), params)
-    curve = landscape.slice_1d(loss, params, d, jnp.linspace(-1.0, 1.0, 5), chunk_size=2)
-    assert curve.shape == (5,)
-    np.testing.assert_allclose(curve[2], loss(params), rtol=1e-6)
-    np.testing.assert_allclose(
-        curve[0], loss(jax.tree.map(lambda p, u: p - u, params, d)), rtol=1e-6
-    )
-
-
 # ----------------------------------------------------------------- Gaussians
 
 
@@ -160,9 +144,9 @@ def test_quadratic_loss_gives_gaussian_with_inverse_hessian_covariance(x64):
     plane = landscape.plane_precision(hessian_mvp, d1, d2)
 
     span = 4.0 / np.sqrt(np.min(np.linalg.eigvalsh(plane)))
-    grid = jnp.linspace(-span, span, 15)
-    surface = landscape.slice_2d(loss, params, d1, d2, grid, grid)
-    fit, fitted = landscape.fit_gaussian_2d(grid, grid, jnp.exp(-surface))
+    alphas, betas = jnp.linspace(-span, span, 15), jnp.linspace(-span, span, 11)
+    surface = landscape.slice_2d(loss, params, d1, d2, alphas, betas)
+    fit, fitted = landscape.fit_gaussian_2d(alphas, betas, jnp.exp(-surface))
 
     np.testing.assert_allclose(fit.covariance, np.linalg.inv(plane), rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(fit.mean, 0.0, atol=1e-8)
@@ -179,7 +163,7 @@ def test_fit_recovers_an_off_centre_truncated_gaussian(x64):
     truth = landscape.Gaussian2D(
         jnp.asarray(0.7), jnp.array([0.8, -0.5]), jnp.array([[3.0, 1.2], [1.2, 2.0]])
     )
-    alphas, betas = jnp.linspace(-3.0, 3.0, 17), jnp.linspace(-2.5, 2.0, 13)
+    alphas, betas = jnp.linspace(-3.0, 3.0, 15), jnp.linspace(-2.5, 2.0, 11)
     values = landscape.gaussian_on_grid(truth, alphas, betas)
     fit, _ = landscape.fit_gaussian_2d(alphas, betas, values)
     for got, want in zip(fit, truth, strict=True):
