@@ -56,14 +56,13 @@ class Gaussian2D(NamedTuple):
     """``S``, symmetric positive definite, shape ``[2, 2]``."""
 
 
-def _check_params(params: Params, name: str = "params") -> list[jax.Array]:
+def _check_params(params: Params, name: str = "params") -> None:
     leaves = jax.tree.leaves(params)
     if not leaves:
         raise ValueError(f"{name}: expected a pytree with at least one array leaf, got none")
     for leaf in leaves:
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
             raise ValueError(f"{name}: expected floating-point leaves, got {jnp.result_type(leaf)}")
-    return leaves
 
 
 def _check_direction(params: Params, direction: Params, name: str) -> None:
@@ -127,6 +126,11 @@ def random_direction(key: Key, params: Params, *, filter_normalize: bool = True)
     if not filter_normalize:
         return direction
     return jax.tree.map(_filter_normalized, direction, params)
+
+
+def _plane_points(alphas: jax.Array, betas: jax.Array) -> jax.Array:
+    """``[A, B, 2]`` grid points ``(alphas[i], betas[j])``."""
+    return jnp.stack(jnp.meshgrid(alphas, betas, indexing="ij"), axis=-1)
 
 
 def _shifted(params: Params, directions: tuple[Params, ...], coefficients: jax.Array) -> Params:
@@ -215,13 +219,10 @@ def slice_2d(
     _check_direction(params, d1, "d1")
     _check_direction(params, d2, "d2")
     alphas, betas = _check_axis("alphas", alphas), _check_axis("betas", betas)
-    grid = jnp.stack(jnp.meshgrid(alphas, betas, indexing="ij"), axis=-1).reshape(-1, 2)
-    values = _evaluate(fn, params, (d1, d2), grid, chunk_size)
+    values = _evaluate(
+        fn, params, (d1, d2), _plane_points(alphas, betas).reshape(-1, 2), chunk_size
+    )
     return values.reshape(alphas.shape[0], betas.shape[0])
-
-
-def _plane_points(alphas: jax.Array, betas: jax.Array) -> jax.Array:
-    return jnp.stack(jnp.meshgrid(alphas, betas, indexing="ij"), axis=-1)
 
 
 def gaussian_on_grid(gaussian: Gaussian2D, alphas: jax.Array, betas: jax.Array) -> jax.Array:
@@ -242,8 +243,7 @@ def gaussian_on_grid(gaussian: Gaussian2D, alphas: jax.Array, betas: jax.Array) 
             f"{jnp.shape(gaussian.mean)} and {jnp.shape(gaussian.covariance)}"
         )
     offsets = _plane_points(alphas, betas) - gaussian.mean
-    whitened = jnp.linalg.solve(gaussian.covariance, offsets.reshape(-1, 2).T).T
-    quadratic = jnp.sum(offsets.reshape(-1, 2) * whitened, axis=-1).reshape(offsets.shape[:2])
+    quadratic = jnp.einsum("abi,ij,abj->ab", offsets, jnp.linalg.inv(gaussian.covariance), offsets)
     return gaussian.amplitude * jnp.exp(-0.5 * quadratic)
 
 
@@ -269,16 +269,9 @@ def _moment_start(points: jax.Array, values: jax.Array) -> jax.Array:
     jitter = jnp.diag((1e-3 * jnp.where(spread > 0, spread, 1.0)) ** 2)
     covariance = (offsets * weights[:, None]).T @ offsets + jitter
     lower = jnp.linalg.cholesky(jnp.linalg.inv(covariance))
-    return jnp.stack(
-        [
-            jnp.log(jnp.max(values)),
-            mean[0],
-            mean[1],
-            jnp.log(lower[0, 0]),
-            lower[1, 0],
-            jnp.log(lower[1, 1]),
-        ]
-    )
+    log_diagonal = jnp.log(jnp.diag(lower))
+    head = jnp.stack([jnp.log(jnp.max(values)), mean[0], mean[1]])
+    return jnp.concatenate([head, jnp.stack([log_diagonal[0], lower[1, 0], log_diagonal[1]])])
 
 
 def fit_gaussian_2d(
@@ -308,9 +301,7 @@ def fit_gaussian_2d(
     alphas, betas = _check_axis("alphas", alphas), _check_axis("betas", betas)
     shape = (alphas.shape[0], betas.shape[0])
     if jnp.shape(values) != shape:
-        raise ValueError(
-            f"values: expected shape {shape} (alphas x betas), got {jnp.shape(values)}"
-        )
+        raise ValueError(f"values: expected shape {shape} (alphas, betas), got {jnp.shape(values)}")
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps: expected an integer >= 1, got {num_steps!r}")
     if is_concrete(values):
@@ -345,10 +336,7 @@ def _levenberg_marquardt(points: jax.Array, targets: jax.Array, num_steps: int) 
         scaled = normal + damping * jnp.diag(jnp.diag(normal) + jnp.finfo(dtype).tiny)
         trial = theta - jnp.linalg.solve(scaled, jac.T @ r)
         better = jnp.all(jnp.isfinite(trial)) & (jnp.sum(residuals(trial) ** 2) < jnp.sum(r**2))
-        return (
-            jnp.where(better, trial, theta),
-            jnp.where(better, damping / 3.0, damping * 2.0),
-        )
+        return jnp.where(better, trial, theta), jnp.where(better, damping / 3, damping * 2)
 
     start = _moment_start(points, targets)
     theta, _ = jax.lax.fori_loop(0, num_steps, step, (start, jnp.asarray(1e-3, dtype)))
@@ -379,12 +367,11 @@ def plane_precision(precision_mvp: Callable[[Params], Params], d1: Params, d2: P
     _check_params(d1, "d1")
     _check_direction(d1, d2, "d2")
     columns = [precision_mvp(d1), precision_mvp(d2)]
-    for column in columns:
-        if jax.tree.structure(column) != jax.tree.structure(d1):
-            raise ValueError(
-                "precision_mvp: expected an output with the tree structure of d1 "
-                f"{jax.tree.structure(d1)}, got {jax.tree.structure(column)}"
-            )
+    structures = {jax.tree.structure(column) for column in columns}
+    if structures != {jax.tree.structure(d1)}:
+        raise ValueError(
+            f"precision_mvp: expected outputs with the tree structure of d1, got {structures}"
+        )
     gram = jnp.stack([jnp.stack([tree_dot(d, column) for column in columns]) for d in (d1, d2)])
     return 0.5 * (gram + gram.T)
 
@@ -400,8 +387,9 @@ def plane_gaussian(
 
     ``amplitude * exp(-1/2 z^T (D^T P D) z)``: mean 0 (the slice is centred on the posterior
     mean ``w``) and covariance ``(D^T P D)^-1`` (see :func:`plane_precision`). To compare it with
-    ``exp(-loss)`` of a mean loss over ``n`` examples, use the precision of that loss (e.g.
-    ``scale = 1 / n`` for a curvature summed over the ``n`` examples) and
+    ``exp(-loss)`` of a mean loss over ``n`` examples (with weight decay
+    ``tau / (2 n) ||w||^2``), use the precision of that loss, ``scale = 1 / n`` and
+    ``prior_prec = tau / n`` for a curvature summed over the ``n`` examples, and
     ``amplitude = exp(-loss(w))``.
 
     Args:
@@ -413,14 +401,10 @@ def plane_gaussian(
       A :class:`Gaussian2D`; :func:`gaussian_on_grid` evaluates it.
 
     Example:
-      >>> mvp = lambda v: curv.precision_mvp(state, v, 1.0 / n, 0.0)
+      >>> mvp = lambda v: curv.precision_mvp(state, v, 1.0 / n, tau / n)
       >>> implied = plane_gaussian(mvp, d1, d2, amplitude=jnp.exp(-loss(params)))
       >>> values = gaussian_on_grid(implied, grid, grid)
     """
     precision = plane_precision(precision_mvp, d1, d2)
     dtype = precision.dtype
-    return Gaussian2D(
-        amplitude=jnp.asarray(amplitude, dtype),
-        mean=jnp.zeros(2, dtype),
-        covariance=jnp.linalg.inv(precision),
-    )
+    return Gaussian2D(jnp.asarray(amplitude, dtype), jnp.zeros(2, dtype), jnp.linalg.inv(precision))

@@ -272,7 +272,9 @@ def test_bad_inputs_raise():
         landscape.fit_gaussian_2d(grid, grid, -jnp.ones((3, 3)))
     with pytest.raises(ValueError, match="num_steps: expected an integer >= 1"):
         landscape.fit_gaussian_2d(grid, grid, jnp.ones((3, 3)), num_steps=0)
-    with pytest.raises(ValueError, match="precision_mvp: expected an output with the tree"):
+    with pytest.raises(
+        ValueError, match="precision_mvp: expected outputs with the tree structure of d1"
+    ):
         landscape.plane_precision(lambda v: v["w"], params, params)
     with pytest.raises(ValueError, match="gaussian: expected mean of shape"):
         landscape.gaussian_on_grid(landscape.Gaussian2D(1.0, jnp.zeros(3), jnp.eye(3)), grid, grid)
