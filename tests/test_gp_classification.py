@@ -178,9 +178,15 @@ def test_fit_rejects_bad_inputs(toy2d):
             gp.fit(*args, likelihood=gp.probit())
 
 
-def test_mode_functions_reject_bad_shapes():
+def test_mode_functions_reject_bad_shapes_and_settings():
     kernel_matrix = jnp.eye(3)
     with pytest.raises(ValueError, match=r"kernel_matrix: expected shape \(4, 4\)"):
         gp.find_mode(kernel_matrix, jnp.ones(4), likelihood=gp.probit())
     with pytest.raises(ValueError, match=r"y: expected labels of shape \[n\]"):
         gp.log_marginal_likelihood(kernel_matrix, jnp.ones((3, 1)), likelihood=gp.probit())
+    with pytest.raises(ValueError, match=r"tol: expected None or a positive float, got -1\.0"):
+        gp.find_mode(kernel_matrix, jnp.ones(3), likelihood=gp.probit(), tol=-1.0)
+    with pytest.raises(ValueError, match=r"max_iterations: expected an integer >= 1, got 2\.5"):
+        gp.log_marginal_likelihood(
+            kernel_matrix, jnp.ones(3), likelihood=gp.probit(), max_iterations=2.5
+        )

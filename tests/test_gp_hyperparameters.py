@@ -1,7 +1,6 @@
 """Type-II maximum likelihood on the notebook's toy problem."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -47,12 +46,16 @@ def test_bad_settings_raise(toy2d, setting, match):
         gp.optimize_hyperparameters(kernel, kernel.init(), x, y, likelihood=gp.probit(), **setting)
 
 
-def test_bad_data_and_failed_newton_raise(toy2d):
+def test_bad_data_and_failed_newton_raise(x64, toy2d):
     x, y = toy2d
-    kernel = gp.rbf_kernel()
+    kernel = gp.arcsine_kernel()  # same compiled optimiser as the test above
     with pytest.raises(ValueError, match="y: expected binary labels"):
         gp.optimize_hyperparameters(kernel, kernel.init(), x, y + 1, likelihood=gp.probit())
-    params = kernel.init()._replace(log_variance=jnp.array(4.0))
+    with pytest.raises(ValueError, match="max_iterations: expected an integer >= 1, got 0"):
+        gp.optimize_hyperparameters(
+            kernel, kernel.init(), x, y, likelihood=gp.probit(), max_iterations=0
+        )
+    params = gp.arcsine_kernel(variance=50.0).init()
     with pytest.raises(ValueError, match="params: the initial objective"):
         gp.optimize_hyperparameters(
             kernel, params, x, y, likelihood=gp.probit(), max_iterations=1, max_steps=1

@@ -31,7 +31,17 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 from bnn_jax.gp.kernels import Kernel
 from bnn_jax.gp.likelihoods import Likelihood
 
-__all__ = ["GPPosterior", "LaplaceMode", "find_mode", "fit", "log_marginal_likelihood"]
+__all__ = [
+    "GPPosterior",
+    "LaplaceMode",
+    "check_newton_settings",
+    "default_tol",
+    "find_mode",
+    "fit",
+    "log_marginal_likelihood",
+    "validate_inputs",
+    "validate_training_data",
+]
 
 
 class LaplaceMode(NamedTuple):
@@ -90,7 +100,7 @@ def _mode_quantities(kernel_matrix, signs, f, likelihood):
     return grad, -second, sqrt_w, chol
 
 
-def _find_mode(kernel_matrix, signs, likelihood, tol, max_iterations) -> LaplaceMode:
+def _find_mode(kernel_matrix, signs, tol, max_iterations, likelihood) -> LaplaceMode:
     tol = default_tol(kernel_matrix.dtype) if tol is None else tol
 
     def newton_step(carry):
@@ -120,6 +130,17 @@ def _find_mode(kernel_matrix, signs, likelihood, tol, max_iterations) -> Laplace
     )
     lml = jnp.where(converged, lml, jnp.nan)
     return LaplaceMode(f, grad, sqrt_w, chol, lml, iterations, residual, converged)
+
+
+def check_newton_settings(tol: Any, max_iterations: Any) -> None:
+    """Raise ``ValueError`` unless ``tol`` is ``None`` or positive and ``max_iterations >= 1``
+    (skipped for traced values)."""
+    if not isinstance(max_iterations, jax.core.Tracer) and not (
+        isinstance(max_iterations, int | np.integer) and max_iterations >= 1
+    ):
+        raise ValueError(f"max_iterations: expected an integer >= 1, got {max_iterations!r}")
+    if tol is not None and not isinstance(tol, jax.core.Tracer) and not float(tol) > 0:
+        raise ValueError(f"tol: expected None or a positive float, got {tol!r}")
 
 
 def _signs(y: jax.Array, dtype: Any) -> jax.Array:
@@ -159,27 +180,27 @@ def find_mode(
       A :class:`LaplaceMode`.
     """
     _check_shapes(kernel_matrix, y)
+    check_newton_settings(tol, max_iterations)
     signs = _signs(y, kernel_matrix.dtype)
-    return _find_mode(kernel_matrix, signs, likelihood, tol, max_iterations)
+    return _find_mode(kernel_matrix, signs, tol, max_iterations, likelihood)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _log_marginal_likelihood(kernel_matrix, signs, likelihood, tol, max_iterations):
-    return _find_mode(kernel_matrix, signs, likelihood, tol, max_iterations).log_marginal_likelihood
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _log_marginal_likelihood(kernel_matrix, signs, tol, max_iterations, likelihood):
+    return _find_mode(kernel_matrix, signs, tol, max_iterations, likelihood).log_marginal_likelihood
 
 
-def _lml_fwd(kernel_matrix, signs, likelihood, tol, max_iterations):
-    mode = _find_mode(kernel_matrix, signs, likelihood, tol, max_iterations)
+def _lml_fwd(kernel_matrix, signs, tol, max_iterations, likelihood):
+    mode = _find_mode(kernel_matrix, signs, tol, max_iterations, likelihood)
     return mode.log_marginal_likelihood, (kernel_matrix, signs, mode)
 
 
-def _lml_bwd(likelihood, tol, max_iterations, residuals, cotangent):
+def _lml_bwd(likelihood, residuals, cotangent):
     """R&W Algorithm 5.1 written as the gradient ``G`` with ``d log q = sum(G * dK)``:
     ``G = a a^T / 2 - R / 2 + (u g^T + g u^T) / 2``, ``R = W^1/2 B^-1 W^1/2``,
     ``u = (I - R K) s2``, ``g = a = grad log p``, and ``s2 = d log q / d f_hat
     = +diag((K^-1 + W)^-1) d^3 log p / 2`` (the sign follows from ``dW/df = -d^3 log p``; with
     ``d^3 log p`` the third derivative of the log-likelihood itself, as computed here)."""
-    del tol, max_iterations
     kernel_matrix, signs, mode = residuals
     g, sqrt_w, chol = mode.grad_log_lik, mode.sqrt_w, mode.chol
     third = _log_lik_derivatives(likelihood, signs, mode.f, 3)[2]
@@ -191,7 +212,7 @@ def _lml_bwd(likelihood, tol, max_iterations, residuals, cotangent):
     u = s2 - r @ (kernel_matrix @ s2)
     grad_k = 0.5 * (jnp.outer(g, g) - r + jnp.outer(u, g) + jnp.outer(g, u))
     grad_k = jnp.where(mode.converged, grad_k, jnp.nan)
-    return cotangent * grad_k, jnp.zeros_like(signs)
+    return cotangent * grad_k, None, None, None
 
 
 _log_marginal_likelihood.defvjp(_lml_fwd, _lml_bwd)
@@ -223,8 +244,9 @@ def log_marginal_likelihood(
       >>> value, grads = jax.value_and_grad(objective)(kernel.init())
     """
     _check_shapes(kernel_matrix, y)
+    check_newton_settings(tol, max_iterations)
     signs = jax.lax.stop_gradient(_signs(y, kernel_matrix.dtype))
-    return _log_marginal_likelihood(kernel_matrix, signs, likelihood, tol, max_iterations)
+    return _log_marginal_likelihood(kernel_matrix, signs, tol, max_iterations, likelihood)
 
 
 def validate_inputs(name: str, x: Any, *, num_features: int | None = None) -> None:
@@ -257,8 +279,8 @@ def validate_training_data(kernel: Kernel, params: Any, x: Any, y: Any) -> None:
         raise ValueError(f"y: expected binary labels in {{0, 1}}, got {np.unique(labels)}")
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
-def _fit_mode(matrix_fn, params, x, y, likelihood, tol, max_iterations):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _fit_mode(matrix_fn, likelihood, params, x, y, tol, max_iterations):
     kernel_matrix = matrix_fn(params, x, x)
     mode = find_mode(
         kernel_matrix, y, likelihood=likelihood, tol=tol, max_iterations=max_iterations
@@ -293,9 +315,10 @@ def fit(
         gives the iterations and the residual).
     """
     validate_training_data(kernel, params, x, y)
+    check_newton_settings(tol, max_iterations)
     x = jnp.asarray(x)
     finite, mode = _fit_mode(
-        kernel.matrix, params, x, jnp.asarray(y), likelihood, tol, max_iterations
+        kernel.matrix, likelihood, params, x, jnp.asarray(y), tol, max_iterations
     )
     if not bool(finite):
         raise ValueError(

@@ -20,7 +20,11 @@ import jax.numpy as jnp
 import optax
 import optax.tree_utils as otu
 
-from bnn_jax.gp.classification import log_marginal_likelihood, validate_training_data
+from bnn_jax.gp.classification import (
+    check_newton_settings,
+    log_marginal_likelihood,
+    validate_training_data,
+)
 from bnn_jax.gp.kernels import Kernel
 from bnn_jax.gp.likelihoods import Likelihood
 
@@ -104,6 +108,7 @@ def optimize_hyperparameters(
         params (Newton did not converge there: see :func:`~bnn_jax.gp.classification.fit`).
     """
     validate_training_data(kernel, params, x, y)
+    check_newton_settings(tol, max_iterations)
     for name, value in (("max_steps", max_steps), ("memory_size", memory_size)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
@@ -111,15 +116,15 @@ def optimize_hyperparameters(
         raise ValueError(f"gtol: expected a positive float, got {gtol!r}")
     result = _run_lbfgs(
         kernel.matrix,
+        likelihood,
+        memory_size,
         params,
         jnp.asarray(x),
         jnp.asarray(y),
-        likelihood,
         tol,
         max_iterations,
         max_steps,
         gtol,
-        memory_size,
     )
     for name, value in (("initial", result.initial_objective), ("final", result.final_objective)):
         if not bool(jnp.isfinite(value)):
@@ -131,9 +136,9 @@ def optimize_hyperparameters(
     return result
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 9))
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _run_lbfgs(
-    matrix_fn, params, x, y, likelihood, tol, max_iterations, max_steps, gtol, memory_size
+    matrix_fn, likelihood, memory_size, params, x, y, tol, max_iterations, max_steps, gtol
 ) -> HyperparameterFit:
     def objective(p):
         kernel_matrix = matrix_fn(p, x, x)
