@@ -9,8 +9,11 @@ Example:
   >>> posterior = gp.fit(kernel, result.params, x, y, likelihood=lik)
   >>> mean, var = gp.latent_predictive(kernel, posterior, x_grid)
   >>> entropy, bald = gp.predictive_entropy(lik, mean, var), gp.houlsby_bald(mean, var)
+
+Multi-class one-vs-rest lives in :mod:`bnn_jax.gp.multiclass` (``gp.fit_one_vs_rest``).
 """
 
+from bnn_jax.gp import multiclass
 from bnn_jax.gp.classification import (
     GPPosterior,
     LaplaceMode,
@@ -34,6 +37,7 @@ from bnn_jax.gp.kernels import (
     sum_kernel,
 )
 from bnn_jax.gp.likelihoods import Likelihood, logistic, probit
+from bnn_jax.gp.multiclass import OneVsRestPosterior, fit_one_vs_rest
 from bnn_jax.gp.predict import (
     houlsby_bald,
     latent_predictive,
@@ -51,17 +55,20 @@ __all__ = [
     "Kernel",
     "LaplaceMode",
     "Likelihood",
+    "OneVsRestPosterior",
     "RBFParams",
     "arccosine_kernel",
     "arcsine_kernel",
     "find_mode",
     "fit",
+    "fit_one_vs_rest",
     "houlsby_bald",
     "latent_predictive",
     "latent_sample_log_probs",
     "log_marginal_likelihood",
     "logistic",
     "monte_carlo_bald",
+    "multiclass",
     "negative_log_marginal_likelihood",
     "optimize_hyperparameters",
     "predictive_entropy",

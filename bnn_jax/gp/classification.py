@@ -100,6 +100,7 @@ def _mode_quantities(kernel_matrix, signs, f, likelihood):
     return grad, -second, sqrt_w, chol
 
 
+@functools.partial(jax.jit, static_argnums=(4,))  # one compiled loop for eager callers too
 def _find_mode(kernel_matrix, signs, tol, max_iterations, likelihood) -> LaplaceMode:
     tol = default_tol(kernel_matrix.dtype) if tol is None else tol
 
@@ -262,9 +263,11 @@ def validate_inputs(name: str, x: Any, *, num_features: int | None = None) -> No
         raise ValueError(f"{name}: expected finite values, got NaN or inf")
 
 
-def validate_training_data(kernel: Kernel, params: Any, x: Any, y: Any) -> None:
+def validate_training_data(
+    kernel: Kernel, params: Any, x: Any, y: Any, *, num_classes: int = 2
+) -> None:
     """Check ``params`` (structure of ``kernel.init()``, finite), ``x [n, d]`` finite and
-    ``y [n]`` binary labels in ``{0, 1}``; raise ``ValueError`` naming the argument otherwise."""
+    ``y [n]`` labels in ``{0, ..., num_classes - 1}``; raise ``ValueError`` naming the argument."""
     expected = jax.tree.structure(kernel.init())
     if jax.tree.structure(params) != expected:
         raise ValueError(f"params: expected the structure of kernel.init(), {expected}")
@@ -275,8 +278,13 @@ def validate_training_data(kernel: Kernel, params: Any, x: Any, y: Any) -> None:
     labels = np.asarray(y)
     if labels.shape != (np.shape(x)[0],):
         raise ValueError(f"y: expected labels of shape ({np.shape(x)[0]},), got {labels.shape}")
-    if not np.all((labels == 0) | (labels == 1)):
-        raise ValueError(f"y: expected binary labels in {{0, 1}}, got {np.unique(labels)}")
+    if not np.all(np.isin(labels, np.arange(num_classes))):
+        expected_labels = (
+            "binary labels in {0, 1}"
+            if num_classes == 2
+            else (f"labels in {{0, ..., {num_classes - 1}}}")
+        )
+        raise ValueError(f"y: expected {expected_labels}, got {np.unique(labels)}")
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

@@ -24,6 +24,7 @@ from bnn_jax.gp.kernels import Kernel
 from bnn_jax.gp.likelihoods import Likelihood, probit
 
 __all__ = [
+    "check_moments",
     "houlsby_bald",
     "latent_predictive",
     "latent_sample_log_probs",
@@ -66,7 +67,9 @@ def _latent_predictive(matrix_fn, diag_fn, posterior, x):
     return mean, jnp.maximum(var, 0.0)
 
 
-def _check_moments(mean, var) -> None:
+def check_moments(mean: jax.Array, var: jax.Array) -> None:
+    """Raise ``ValueError`` unless ``mean`` and ``var`` have one shape, are finite and
+    ``var >= 0`` (value checks skipped for traced arrays)."""
     if jnp.shape(mean) != jnp.shape(var):
         raise ValueError(f"var: expected the shape of mean {jnp.shape(mean)}, got {jnp.shape(var)}")
     if uncertainty.is_concrete(mean) and not np.all(np.isfinite(np.asarray(mean))):
@@ -83,7 +86,7 @@ def predictive_log_probs(likelihood: Likelihood, mean: jax.Array, var: jax.Array
     Exact for the probit, ``Phi(mean / sqrt(1 + var))``; MacKay's approximation for the logistic
     (see :func:`latent_sample_log_probs` for Monte Carlo).
     """
-    _check_moments(mean, var)
+    check_moments(mean, var)
     return jnp.stack(
         [likelihood.log_predictive(-mean, var), likelihood.log_predictive(mean, var)], axis=-1
     )
@@ -109,7 +112,7 @@ def latent_sample_log_probs(
       >>> lp = latent_sample_log_probs(logistic(), mean, var, key, num_samples=1000)
       >>> uncertainty.mean_log_probs(lp)                # MC predictive of the logistic GP
     """
-    _check_moments(mean, var)
+    check_moments(mean, var)
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples: expected an integer >= 1, got {num_samples!r}")
     noise = jax.random.normal(key, (num_samples, *jnp.shape(mean)), jnp.result_type(mean))
@@ -146,7 +149,7 @@ def houlsby_bald(mean: jax.Array, var: jax.Array) -> jax.Array:
     Returns:
       BALD in nats, shaped like ``mean``; always below the predictive entropy.
     """
-    _check_moments(mean, var)
+    check_moments(mean, var)
     entropy = predictive_entropy(probit(), mean, var)
     spread = var + HOULSBY_C2
     expected_entropy = jnp.log(2.0) * jnp.sqrt(HOULSBY_C2 / spread)
