@@ -119,18 +119,15 @@ def train_ensemble(
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
     x, y = jnp.asarray(x), jnp.asarray(y)
     optimizer = optimizer or optax.adam(1e-3)
-    member_keys = jax.random.split(key, num_members)
-    split_keys = jax.vmap(jax.random.split)(member_keys)
-    init_keys, loop_keys = split_keys[:, 0], split_keys[:, 1]
-    variables = jax.vmap(lambda k: models.init(model, k, x.shape[1:]))(init_keys)
-    num_outputs = jax.eval_shape(lambda v: model.apply(v, x[:1]), member(variables, 0)).shape[-1]
+    input_shape = tuple(x.shape[1:])
+    init = lambda k: models.init(model, k, input_shape)
+    num_outputs = jax.eval_shape(lambda k: model.apply(init(k), x[:1]), key).shape[-1]
     check_arrays(x, y, num_classes=num_outputs)
     if validation is not None:
         check_arrays(
             *validation, num_classes=num_outputs, x_name="validation[0]", y_name="validation[1]"
         )
         validation = tuple(map(jnp.asarray, validation))
-    states = jax.vmap(lambda v: training.state_from_variables(v, optimizer))(variables)
     step = training.make_train_step(
         model, optimizer, num_data=x.shape[0], prior_prec=prior_prec, loss_fn=loss_fn
     )
@@ -144,11 +141,16 @@ def train_ensemble(
             metrics.update(epoch_metrics(state.variables))
         return state, metrics
 
+    def start(member_key: jax.Array):
+        init_key, loop_key = jax.random.split(member_key)  # as in training.train
+        return training.state_from_variables(init(init_key), optimizer), loop_key
+
     @jax.jit
-    def run(states, loop_keys):
+    def run(member_keys):
+        states, loop_keys = jax.vmap(start)(member_keys)
         all_members = jax.vmap(epoch, in_axes=(0, 0, None))
         return jax.lax.scan(lambda s, i: all_members(s, loop_keys, i), states, jnp.arange(epochs))
 
-    states, history = run(states, loop_keys)
+    states, history = run(jax.random.split(key, num_members))
     history = {name: np.asarray(values) for name, values in history.items()}
     return training.TrainResult(states.variables, history)
