@@ -148,12 +148,19 @@ def _signs(y: jax.Array, dtype: Any) -> jax.Array:
     return 2.0 * jnp.asarray(y, dtype) - 1.0
 
 
-def _check_shapes(kernel_matrix: jax.Array, y: jax.Array) -> None:
-    n = y.shape[0] if y.ndim == 1 else -1
-    if y.ndim != 1 or n < 1:
-        raise ValueError(f"y: expected labels of shape [n] with n >= 1, got shape {y.shape}")
-    if kernel_matrix.shape != (n, n):
-        raise ValueError(f"kernel_matrix: expected shape ({n}, {n}), got {kernel_matrix.shape}")
+def _check_kernel_and_labels(kernel_matrix: jax.Array, y: Any) -> None:
+    shape = jnp.shape(y)
+    if len(shape) != 1 or shape[0] < 1:
+        raise ValueError(f"y: expected labels of shape [n] with n >= 1, got shape {shape}")
+    n = shape[0]
+    if jnp.shape(kernel_matrix) != (n, n):
+        raise ValueError(
+            f"kernel_matrix: expected shape ({n}, {n}), got {jnp.shape(kernel_matrix)}"
+        )
+    if not isinstance(y, jax.core.Tracer):
+        labels = np.asarray(y)
+        if not np.all((labels == 0) | (labels == 1)):
+            raise ValueError(f"y: expected binary labels in {{0, 1}}, got {np.unique(labels)}")
 
 
 def find_mode(
@@ -180,7 +187,7 @@ def find_mode(
     Returns:
       A :class:`LaplaceMode`.
     """
-    _check_shapes(kernel_matrix, y)
+    _check_kernel_and_labels(kernel_matrix, y)
     check_newton_settings(tol, max_iterations)
     signs = _signs(y, kernel_matrix.dtype)
     return _find_mode(kernel_matrix, signs, tol, max_iterations, likelihood)
@@ -244,22 +251,20 @@ def log_marginal_likelihood(
       >>> objective = lambda p: -log_marginal_likelihood(kernel.matrix(p, x, x), y, likelihood=lik)
       >>> value, grads = jax.value_and_grad(objective)(kernel.init())
     """
-    _check_shapes(kernel_matrix, y)
+    _check_kernel_and_labels(kernel_matrix, y)
     check_newton_settings(tol, max_iterations)
-    signs = jax.lax.stop_gradient(_signs(y, kernel_matrix.dtype))
+    signs = _signs(y, kernel_matrix.dtype)
     return _log_marginal_likelihood(kernel_matrix, signs, tol, max_iterations, likelihood)
 
 
 def validate_inputs(name: str, x: Any, *, num_features: int | None = None) -> None:
-    """Check inputs ``[n, d]`` are finite (and have ``num_features`` columns); raise otherwise."""
-    if isinstance(x, jax.core.Tracer):
-        return
-    array = np.asarray(x)
-    if array.ndim != 2 or array.shape[0] < 1:
-        raise ValueError(f"{name}: expected inputs of shape [n, d] with n >= 1, got {array.shape}")
-    if num_features is not None and array.shape[1] != num_features:
-        raise ValueError(f"{name}: expected {num_features} features, got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
+    """Check inputs ``[n, d]`` (with ``num_features`` columns) and, when concrete, finite."""
+    shape = jnp.shape(x)
+    if len(shape) != 2 or shape[0] < 1:
+        raise ValueError(f"{name}: expected inputs of shape [n, d] with n >= 1, got {shape}")
+    if num_features is not None and shape[1] != num_features:
+        raise ValueError(f"{name}: expected {num_features} features, got shape {shape}")
+    if not isinstance(x, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(x))):
         raise ValueError(f"{name}: expected finite values, got NaN or inf")
 
 
