@@ -10,9 +10,10 @@ Relaxed mask (the binary Concrete distribution at temperature ``t``, ``u ~ U(0, 
     drop = sigmoid((log p - log(1 - p) + log u - log(1 - u)) / t),   keep z = 1 - drop,
     x_dropped = x * z / (1 - p).
 
-The notebook's imported copy of the layer dropped the ``- log(1 - p)`` term, which turns the
-logit of ``p`` into ``log p`` and makes the mask's drop rate much smaller than ``p``; here the
-full logit is used (it is the parameter ``p_logit`` itself, so it is exact).
+The notebook's imported copy of the layer dropped the ``- log(1 - p)`` term, which replaces the
+logit of ``p`` by ``log p``: its masks then drop units with probability ``p / (1 + p)`` (in the
+``t -> 0`` limit), not ``p``, while the regulariser and the ``1/(1-p)`` rescaling use ``p``. Here
+the full logit is used (it is the parameter ``p_logit`` itself, so it is exact).
 
 Regulariser of one layer (the reference Keras code, ``yaringal/ConcreteDropout``)::
 
@@ -130,7 +131,7 @@ class ConcreteDropout(nn.Module):
         tiny = jnp.finfo(dtype).tiny
         return jax.random.uniform(self.make_rng("dropout"), shape, dtype, minval=tiny)
 
-    def check_attributes(self) -> None:
+    def _check_attributes(self) -> None:
         """Raise ``ValueError`` naming the first attribute outside its range."""
         if not 0.0 < self.init_min <= self.init_max < 1.0:
             raise ValueError(
@@ -145,7 +146,7 @@ class ConcreteDropout(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False, mc_dropout: bool = False):
-        self.check_attributes()
+        self._check_attributes()
         low, high = _logit(self.init_min), _logit(self.init_max)
         p_logit = self.param(
             "p_logit", lambda key: jax.random.uniform(key, (), jnp.float32, low, high)
