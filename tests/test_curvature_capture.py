@@ -1,0 +1,134 @@
+"""Layer capture, parameter subsets and layouts against hand-written references."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bnn_jax import models
+from bnn_jax.curvature import capture, find_layers, subset
+from bnn_jax.curvature.layout import Layout
+
+
+class SharedNet(nn.Module):
+    """A CNN whose Dense layer is applied twice (weight sharing) and a grouped conv."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.tanh(nn.Conv(2, (3, 3), strides=2, padding="CIRCULAR", kernel_dilation=1)(x))
+        h = nn.Conv(2, (1, 1), feature_group_count=2)(h)
+        h = h.reshape(h.shape[0], -1, 2)
+        dense = nn.Dense(2)
+        return dense(jnp.tanh(dense(h))).reshape(h.shape[0], -1)
+
+
+def _setup(model, shape, batch=3):
+    x = jax.random.normal(jax.random.key(1), (batch, *shape), jnp.float64)
+    variables = model.init(jax.random.key(0), x)
+    variables = jax.tree.map(lambda a: a.astype(jnp.float64), variables)
+    return (lambda p, inputs: model.apply({**variables, "params": p}, inputs)), variables, x
+
+
+def test_find_layers_on_resnet_with_batchnorm():
+    model = models.ResNet(depth=8, width=2, num_outputs=3)
+    x = jnp.zeros((1, 8, 8, 1))
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x)  # values do not matter here
+    variables = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    apply_fn = models.make_apply_fn(model, variables)
+    layers = find_layers(apply_fn, variables["params"], jnp.zeros((1, 8, 8, 1)))
+    assert [layer.kind for layer in layers] == ["conv"] * 9 + ["dense"]
+    assert layers[-1].path == ("Dense_0",) and layers[-1].use_bias
+    assert layers[0].kernel_shape == (3, 3, 1, 2) and not layers[0].use_bias
+    # calling twice gives the same answer (no stale trace cache)
+    assert find_layers(apply_fn, variables["params"], jnp.zeros((1, 8, 8, 1))) == layers
+
+
+def test_capture_dense_inputs_and_output_gradients_match_manual_mlp(x64):
+    model = models.MLP(widths=(4,), num_outputs=3, activation=jnp.tanh)
+    apply_fn, variables, x = _setup(model, (5,))
+    p = variables["params"]
+    cap = capture(apply_fn, p, x)
+    cotangent = jax.random.normal(jax.random.key(2), (3, 3), jnp.float64)
+    grads = cap.backward(cotangent)
+    # manual forward
+    w0, b0 = p["Dense_0"]["kernel"], p["Dense_0"]["bias"]
+    w1 = p["Dense_1"]["kernel"]
+    pre = x @ w0 + b0
+    h = jnp.tanh(pre)
+    np.testing.assert_allclose(cap.inputs[("Dense_0",)][:, 0], x)
+    np.testing.assert_allclose(cap.inputs[("Dense_1",)][:, 0], h)
+    np.testing.assert_allclose(grads[("Dense_1",)][:, 0], cotangent)
+    np.testing.assert_allclose(grads[("Dense_0",)][:, 0], (cotangent @ w1.T) * (1 - h**2))
+    # the weight gradient is sum_t a_t b_t^T
+    kernel_grad = jax.grad(
+        lambda k: jnp.sum(cotangent * apply_fn({**p, "Dense_0": {**p["Dense_0"], "kernel": k}}, x))
+    )(w0)
+    np.testing.assert_allclose(
+        jnp.einsum("bti,bto->io", cap.inputs[("Dense_0",)], grads[("Dense_0",)]), kernel_grad
+    )
+
+
+def test_capture_conv_patches_and_shared_dense(x64):
+    apply_fn, variables, x = _setup(SharedNet(), (5, 5, 2))
+    p = variables["params"]
+    layers = find_layers(apply_fn, p, x)
+    # the grouped convolution is not captured; the shared Dense is found once
+    assert [layer.path for layer in layers] == [("Conv_0",), ("Dense_0",)]
+    cap = capture(apply_fn, p, x)
+    a = cap.inputs[("Conv_0",)]
+    assert a.shape == (3, 9, 18)
+    # reference patches: circular padding by hand, then lax patches reordered to (kh, kw, c)
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="wrap")
+    ref = jax.lax.conv_general_dilated_patches(
+        padded, (3, 3), (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )  # features ordered (c, kh, kw)
+    ref = ref.reshape(3, 3, 3, 2, 3, 3).transpose(0, 1, 2, 4, 5, 3).reshape(3, 9, 18)
+    np.testing.assert_allclose(a, ref, atol=1e-12)
+    # weight sharing: positions of both calls are concatenated; gradients sum over them
+    assert cap.inputs[("Dense_0",)].shape == (3, 18, 2)
+    cotangent = jax.random.normal(jax.random.key(3), (3, 18), jnp.float64)
+    grads = cap.backward(cotangent)
+    for path in [("Conv_0",), ("Dense_0",)]:
+        kernel = p[path[0]]["kernel"]
+        ref_grad = jax.grad(
+            lambda k, path=path: jnp.sum(
+                cotangent * apply_fn({**p, path[0]: {**p[path[0]], "kernel": k}}, x)
+            )
+        )(kernel)
+        got = jnp.einsum("bti,bto->io", cap.inputs[path], grads[path])
+        np.testing.assert_allclose(got, ref_grad.reshape(got.shape), atol=1e-12)
+
+
+def test_subset_select_merge_and_last_layer():
+    model = models.MLP(widths=(4, 4), num_outputs=3)
+    variables = models.init(model, jax.random.key(0), (2,))
+    apply_fn = models.make_apply_fn(model, variables)
+    p = variables["params"]
+    last = subset.last_layer(apply_fn, p, jnp.zeros((1, 2)))
+    selected = last.select(p)
+    assert Layout.of(selected).paths == (("Dense_2", "bias"), ("Dense_2", "kernel"))
+    doubled = jax.tree.map(lambda a: 2 * a, selected)
+    merged = last.merge(p, doubled)
+    np.testing.assert_array_equal(merged["Dense_2"]["kernel"], 2 * p["Dense_2"]["kernel"])
+    np.testing.assert_array_equal(merged["Dense_0"]["kernel"], p["Dense_0"]["kernel"])
+    kernels = subset.where(lambda path: path[-1] == "kernel")
+    assert len(jax.tree.leaves(kernels.select(p))) == 3
+    with pytest.raises(ValueError, match="subset: no parameter matches"):
+        subset.where(lambda path: path[0] == "Conv_9").select(p)
+    with pytest.raises(ValueError, match="subset: no parameter matches"):
+        subset.modules(("Dense_7",)).select(p)
+    with pytest.raises(ValueError, match="selected: expected 2 leaves"):
+        last.merge(p, {"x": jnp.zeros(1)})
+
+
+def test_layout_ravel_matches_tree_ravel_and_round_trips():
+    tree = {"b": jnp.arange(3.0), "a": {"k": jnp.ones((2, 2)), "z": None}}
+    layout = Layout.of(tree)
+    flat = jax.flatten_util.ravel_pytree(tree)[0]
+    np.testing.assert_array_equal(layout.ravel(tree), flat)
+    back = layout.unravel(flat)
+    np.testing.assert_array_equal(back["a"]["k"], tree["a"]["k"])
+    assert layout.offset(("b",)) == 4
+    stacked = jax.tree.map(lambda a: jnp.stack([a, 2 * a]), tree)
+    np.testing.assert_array_equal(layout.ravel(stacked, batch_dims=1)[1], 2 * flat)
