@@ -100,6 +100,34 @@ def test_latent_predictive_at_the_training_inputs_is_the_laplace_posterior(x64):
         gp.latent_predictive(kernel, posterior, np.full((2, 2), np.nan))
 
 
+def test_joint_predictive_and_function_draws_match_the_dense_posterior(x64):
+    """Joint covariance at x_train is K - K (K + W^-1)^-1 K in full; function draws have it as
+    their sample covariance."""
+    ds = data.load("toy2d", seed=1)
+    x, y = np.asarray(ds.x_train[:20], np.float64), ds.y_train[:20]
+    kernel, lik = gp.sum_kernel(gp.arcsine_kernel(), gp.rbf_kernel()), gp.probit()
+    posterior = gp.fit(kernel, kernel.init(), x, y, likelihood=lik)
+    mean, cov = gp.latent_joint_predictive(kernel, posterior, x)
+    gram = np.asarray(kernel.matrix(kernel.init(), x, x))
+    w = np.asarray(posterior.mode.sqrt_w) ** 2
+    reference = gram - gram @ np.linalg.solve(gram + np.diag(1 / w), gram)
+    np.testing.assert_allclose(cov, reference, rtol=1e-6, atol=1e-8)
+    x_new = np.asarray(ds.x_test[:5], np.float64)
+    np.testing.assert_allclose(
+        np.diag(gp.latent_joint_predictive(kernel, posterior, x_new)[1]),
+        gp.latent_predictive(kernel, posterior, x_new)[1],
+        rtol=1e-8,
+        atol=1e-10,
+    )
+    draws = gp.latent_function_samples(
+        kernel, posterior, x, key=jax.random.key(0), num_samples=20_000
+    )
+    np.testing.assert_allclose(np.mean(draws, 0), mean, atol=0.05 * np.sqrt(np.diag(cov)).max())
+    np.testing.assert_allclose(np.cov(draws.T), cov, atol=0.05 * np.diag(cov).max())
+    with pytest.raises(ValueError, match="num_samples"):
+        gp.latent_function_samples(kernel, posterior, x, key=jax.random.key(0), num_samples=0)
+
+
 def test_bad_moments_raise():
     mean, var = jnp.zeros(3), jnp.ones(3)
     with pytest.raises(ValueError, match=r"var: expected the shape of mean \(3,\)"):

@@ -40,6 +40,8 @@ from bnn_jax.gp.likelihoods import Likelihood, logistic, probit
 from bnn_jax.gp.multiclass import OneVsRestPosterior, fit_one_vs_rest
 from bnn_jax.gp.predict import (
     houlsby_bald,
+    latent_function_samples,
+    latent_joint_predictive,
     latent_predictive,
     latent_sample_log_probs,
     monte_carlo_bald,
@@ -63,6 +65,8 @@ __all__ = [
     "fit",
     "fit_one_vs_rest",
     "houlsby_bald",
+    "latent_function_samples",
+    "latent_joint_predictive",
     "latent_predictive",
     "latent_sample_log_probs",
     "log_marginal_likelihood",

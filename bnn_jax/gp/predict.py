@@ -26,6 +26,8 @@ from bnn_jax.gp.likelihoods import Likelihood, probit
 __all__ = [
     "check_moments",
     "houlsby_bald",
+    "latent_function_samples",
+    "latent_joint_predictive",
     "latent_predictive",
     "latent_sample_log_probs",
     "monte_carlo_bald",
@@ -65,6 +67,41 @@ def _latent_predictive(matrix_fn, diag_fn, posterior, x):
     v = jax.scipy.linalg.solve_triangular(mode.chol, mode.sqrt_w[:, None] * k_star, lower=True)
     var = diag_fn(posterior.params, x) - jnp.sum(v * v, axis=0)
     return mean, jnp.maximum(var, 0.0)
+
+
+def latent_joint_predictive(
+    kernel: Kernel, posterior: GPPosterior, x: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Joint mean ``[m]`` and covariance ``[m, m]`` of the latent ``f(x)`` (R&W Alg. 3.2):
+    ``cov = K(x, x) - V^T V`` with ``V = L^-1 W^1/2 K(X, x)``. Its diagonal is the variance of
+    :func:`latent_predictive`. Memory ``O(m^2)``: use it for function draws on small grids."""
+    validate_inputs("x", x, num_features=posterior.x_train.shape[1])
+    return _latent_joint(kernel.matrix, posterior, jnp.asarray(x))
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _latent_joint(matrix_fn, posterior, x):
+    mode = posterior.mode
+    k_star = matrix_fn(posterior.params, posterior.x_train, x)
+    v = jax.scipy.linalg.solve_triangular(mode.chol, mode.sqrt_w[:, None] * k_star, lower=True)
+    cov = matrix_fn(posterior.params, x, x) - v.T @ v
+    return k_star.T @ mode.grad_log_lik, 0.5 * (cov + cov.T)
+
+
+def latent_function_samples(
+    kernel: Kernel, posterior: GPPosterior, x: jax.Array, *, key: jax.Array, num_samples: int
+) -> jax.Array:
+    """Joint draws ``[num_samples, m]`` of the latent function at ``x`` from the Laplace
+    posterior: whole functions, the GP's "draws from the posterior" (for the decision regions
+    of each draw, threshold at 0). The covariance is factored by its eigendecomposition with
+    negative eigenvalues (rounding) clamped at 0."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples: expected an integer >= 1, got {num_samples!r}")
+    mean, cov = latent_joint_predictive(kernel, posterior, x)
+    eigenvalues, eigenvectors = jnp.linalg.eigh(cov)
+    root = eigenvectors * jnp.sqrt(jnp.maximum(eigenvalues, 0.0))
+    z = jax.random.normal(key, (num_samples, mean.shape[0]), mean.dtype)
+    return mean + z @ root.T
 
 
 def check_moments(mean: jax.Array, var: jax.Array) -> None:
