@@ -45,6 +45,11 @@ def log_marginal_likelihood(posterior: Posterior, scale=None, prior_prec=None) -
     scale = posterior.scale if scale is None else scale
     prior_prec = posterior.prior_prec if prior_prec is None else prior_prec
     check_scalar_hyperparameters(scale, prior_prec)
+    return _log_marginal_likelihood(posterior, scale, prior_prec)
+
+
+@jax.jit
+def _log_marginal_likelihood(posterior: Posterior, scale, prior_prec) -> jax.Array:
     theta = posterior.subset.select(posterior.mean)
     num_params = tree.tree_size(theta)
     log_det = posterior.curvature.log_det(posterior.state, scale, prior_prec)
@@ -115,7 +120,7 @@ def _optimize(posterior, steps, learning_rate, tune_scale):
         return scale, jnp.exp(log_prior_prec)
 
     def loss(log_hyper):
-        return -log_marginal_likelihood(posterior, *unpack(log_hyper))
+        return -_log_marginal_likelihood(posterior, *unpack(log_hyper))
 
     def step(carry, _):
         log_hyper, opt_state = carry

@@ -210,12 +210,18 @@ def sample(posterior: Posterior, key: Key, num_samples: int) -> Params:
     Draw ``t`` uses ``jax.random.split(key, num_samples)[t]`` (the same draws as
     ``predictive.laplace_log_probs`` with that key). All draws are held at once; to predict
     with many samples use ``predictive.laplace_log_probs``, which draws them in chunks.
+    Jit-compiled (static ``num_samples``); works under ``jax.vmap`` over posteriors.
 
     Example:
       >>> thetas = laplace.sample(post, jax.random.key(1), 30)
       >>> logits = jax.vmap(apply_fn, (0, None))(thetas, x)          # [30, batch, classes]
     """
     check_num_samples(num_samples)
+    return _sample(posterior, key, num_samples)
+
+
+@jax.jit(static_argnums=2)
+def _sample(posterior: Posterior, key: Key, num_samples: int) -> Params:
     keys = jax.random.split(key, num_samples)
     return jax.vmap(lambda k: sample_one(posterior, k))(keys)
 

@@ -154,4 +154,6 @@ def _evaluate(posterior, objective_fn, scales, prior_precs, chunk_size):
         scale, prior_prec = pair
         return objective_fn(posterior.replace(scale=scale, prior_prec=prior_prec))
 
+    if chunk_size is None:
+        return jax.vmap(one)((scales, prior_precs))
     return jax.lax.map(one, (scales, prior_precs), batch_size=chunk_size)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from bnn_jax.laplace.posterior import Posterior, check_num_samples
+from bnn_jax.predictive import kronecker
 from bnn_jax.predictive.monte_carlo import check_chunk_size, check_inputs
 from bnn_jax.types import Key
 
@@ -68,6 +69,8 @@ def jacobian_covariance(posterior: Posterior, x: jax.Array, *, chunk_size=None) 
         cov = _ravel_rows(rows) @ _ravel_rows(solved).T
         return 0.5 * (cov + cov.T)
 
+    if chunk_size is None:
+        return jax.vmap(one)(x)
     return jax.lax.map(one, x, batch_size=chunk_size)
 
 
@@ -90,7 +93,11 @@ def glm_moments(posterior: Posterior, x: jax.Array, *, chunk_size: int | None = 
 @jax.jit(static_argnums=(2,))
 def _glm_moments(posterior, x, chunk_size):
     mean = posterior.apply_fn(posterior.mean, x)
-    return FunctionalMoments(mean, jacobian_covariance(posterior, x, chunk_size=chunk_size))
+    if kronecker.supports(posterior):
+        cov = kronecker.functional_covariance(posterior, x, chunk_size=chunk_size)
+    else:
+        cov = jacobian_covariance(posterior, x, chunk_size=chunk_size)
+    return FunctionalMoments(mean, cov)
 
 
 def glm_probit_log_probs(

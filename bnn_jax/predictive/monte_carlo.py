@@ -67,6 +67,8 @@ def sample_log_probs(
     def one(sample):
         return jax.nn.log_softmax(logits_fn(sample, x), axis=-1)
 
+    if chunk_size is None:  # lax.map without batch_size would run one sample at a time
+        return jax.vmap(one)(samples)
     return jax.lax.map(one, samples, batch_size=chunk_size)
 
 
@@ -85,7 +87,9 @@ def laplace_log_probs(
     chunks of ``chunk_size`` samples (``lax.map``), so peak memory is that of ``chunk_size``
     weight samples and forward passes whatever ``num_samples`` is. Sample ``t`` is the same for
     every input of the call (common random numbers): predicting ``[x1, x2]`` equals predicting
-    ``x1`` and ``x2`` separately with the same key. Jit-compiled (static ``num_samples``,
+    ``x1`` and ``x2`` separately with the same key. With the default (threefry) keys the
+    result does not depend on ``chunk_size``; ``rbg`` keys draw differently under ``vmap``, so
+    their samples change with the chunking. Jit-compiled (static ``num_samples``,
     ``chunk_size``).
 
     Args:

@@ -1,0 +1,104 @@
+"""Linearised (GLM) predictive: the functional covariance against naive Jacobians and the dense
+posterior covariance, and the probit and MC links."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+from test_laplace_problems import covariance, posterior
+from test_laplace_problems import key as make_key
+
+from bnn_jax import predictive, uncertainty
+from bnn_jax.predictive import kronecker
+
+CASES = [
+    ("dense", "mlp", False),  # generic path: Jacobian rows + solve
+    ("dense", "mlp", True),  # last layer, generic path
+    ("diagonal", "mlp", False),  # layer-structured path, identity basis
+    ("kfac", "mlp", False),  # Kronecker eigenbases, exact prior
+    ("kfac_per_factor", "cnn", False),  # conv patches, per-factor prior, LayerNorm diagonal
+    ("kfac", "cnn", True),  # last layer through the Kronecker path
+]
+
+
+def _naive_functional_covariance(post, x, sigma):
+    theta = post.subset.select(post.mean)
+    flat, unravel = ravel_pytree(theta)
+
+    def logits(th, xi):
+        return post.apply_fn(post.subset.merge(post.mean, unravel(th)), xi[None])[0]
+
+    jac = jax.jit(jax.vmap(jax.jacobian(logits), (None, 0)))(flat, x)  # [B, C, P]
+    return np.einsum("bkp,pq,blq->bkl", jac, sigma, jac)
+
+
+@pytest.mark.parametrize("case", CASES, ids=["-".join(map(str, c)) for c in CASES])
+def test_functional_covariance_equals_naive_jacobian_reference(x64, case):
+    post, x = posterior(*case)
+    x = x[:5]
+    assert kronecker.supports(post) == (case[0] != "dense")
+    expected = _naive_functional_covariance(post, x, covariance(*case))
+    moments = predictive.glm_moments(post, x, chunk_size=2)
+    np.testing.assert_allclose(moments.covariance, expected, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(moments.mean, post.apply_fn(post.mean, x), rtol=1e-12)
+    assert np.all(np.linalg.eigvalsh(expected) > 0)
+    if case == ("kfac", "mlp", False):  # the generic path agrees on a structured posterior
+        generic = predictive.jacobian_covariance(post, x, chunk_size=3)
+        np.testing.assert_allclose(generic, expected, rtol=1e-8, atol=1e-12)
+
+
+def test_probit_link_formula_and_limits(x64):
+    post, x = posterior("kfac")
+    moments = predictive.glm_moments(post, x)
+    probit = predictive.glm_probit_log_probs(post, x)
+    var = np.diagonal(np.asarray(moments.covariance), axis1=1, axis2=2)
+    expected = jax.nn.log_softmax(moments.mean / np.sqrt(1 + np.pi / 8 * var), axis=-1)
+    np.testing.assert_allclose(probit, expected, rtol=1e-12)
+    # A huge prior precision removes the uncertainty: the MAP's softmax.
+    sharp = predictive.glm_probit_log_probs(post.replace(prior_prec=jnp.asarray(1e12)), x)
+    map_lp = jax.nn.log_softmax(post.apply_fn(post.mean, x), axis=-1)
+    np.testing.assert_allclose(sharp, map_lp, atol=1e-8)
+    # With moderate output variances (here <= 0.5) the probit approximation is close to the
+    # exact (MC) linearised predictive; it degrades as the variances grow.
+    post = post.replace(prior_prec=jnp.asarray(50.0))
+    probit = predictive.glm_probit_log_probs(post, x)
+    mc = predictive.glm_mc_log_probs(post, x, key=make_key(0), num_samples=4000)
+    gap = np.abs(np.exp(probit) - np.exp(uncertainty.mean_log_probs(mc)))
+    assert gap.max() < 0.025, gap.max()
+
+
+def test_mc_link_samples_have_the_functional_moments_and_common_random_numbers(x64):
+    post, x = posterior("kfac_per_factor", "cnn")
+    x = x[:6]
+    key = make_key(1)
+    num = 20000
+    lp = predictive.glm_mc_log_probs(post, x, key=key, num_samples=num)
+    assert lp.shape == (num, 6, 3)
+    moments = predictive.glm_moments(post, x)
+    # log-probability differences to class 0 are the logit differences f_k - f_0.
+    diff = np.asarray(lp[..., 1:] - lp[..., :1])
+    a = np.array([[-1.0, 1.0, 0.0], [-1.0, 0.0, 1.0]])
+    mean = np.asarray(moments.mean) @ a.T
+    cov = np.einsum("ik,bkl,jl->bij", a, np.asarray(moments.covariance), a)
+    std_mean = np.sqrt(np.diagonal(cov, axis1=1, axis2=2) / num)
+    assert np.max(np.abs(diff.mean(0) - mean) / std_mean) < 5
+    centred = diff - mean
+    emp = np.einsum("tbi,tbj->bij", centred, centred) / num
+    var = np.diagonal(cov, axis1=1, axis2=2)
+    std_cov = np.sqrt((var[:, :, None] * var[:, None, :] + cov**2) / num)
+    assert np.max(np.abs(emp - cov) / std_cov) < 5
+    # Same key: same draws for every input, whatever else is in the batch.
+    first = predictive.glm_mc_log_probs(post, x[:2], key=key, num_samples=50)
+    both = predictive.glm_mc_log_probs(post, x, key=key, num_samples=50)
+    np.testing.assert_allclose(first, both[:, :2], rtol=1e-12)
+
+
+def test_bad_inputs_raise_value_errors(x64):
+    post, x = posterior("dense")
+    with pytest.raises(ValueError, match="num_samples"):
+        predictive.glm_mc_log_probs(post, x, key=make_key(0), num_samples=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        predictive.glm_probit_log_probs(post, x, chunk_size=0)
+    with pytest.raises(ValueError, match="x"):
+        predictive.glm_moments(post, x * np.inf)
