@@ -21,8 +21,10 @@ from bnn_jax.attacks.gradient import LogProbFn
 from bnn_jax.attacks.predictives import Method
 
 AttackFn = Callable[..., jax.Array]
-"""``attack(log_prob_fn, x, *, eps) -> x_adv``, e.g. ``functools.partial(fgm, norm="linf")``
-or ``lambda f, x, eps: pgd(f, x, key=key, eps=eps, eps_iter=eps / 4, steps=10, norm="l2")``."""
+"""``attack(log_prob_fn, x, *, eps, labels) -> x_adv``; a sweep passes the true labels of the
+inputs (in the same batches), to use (the blog: ``functools.partial(fgm, norm="linf")``),
+ignore (the notebook's predicted class: ``lambda f, x, *, eps, labels: fgm(f, x, eps=eps,
+norm="l2")``) or turn into targets."""
 
 
 class Detection(NamedTuple):
@@ -107,16 +109,18 @@ def detection(
     """
     scores_in = _scores(clean_sample_log_probs, "clean_sample_log_probs")
     scores_out = _scores(adv_sample_log_probs, "adv_sample_log_probs")
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != scores_out[0].shape or mask.dtype != bool:
-            raise ValueError(
-                f"mask: expected booleans of shape {scores_out[0].shape}, got {mask.dtype} "
-                f"{mask.shape}"
-            )
-        if not mask.any():
-            return Detection(*(jnp.full((), jnp.nan, jnp.float32) for _ in Detection._fields))
-        scores_out = [s[mask] for s in scores_out]
+    if mask is None:
+        return _detect(scores_in, scores_out)
+    mask = np.asarray(mask)
+    if mask.shape != scores_out[0].shape or mask.dtype != bool:
+        raise ValueError(
+            f"mask: expected booleans of shape {scores_out[0].shape}, got {mask.dtype} {mask.shape}"
+        )
+    return _masked_detection(_detect, scores_in, scores_out, mask)
+
+
+def _detect(scores_in, scores_out) -> Detection:
+    """Detection from ``[entropy, bald]`` score lists of the negatives and positives."""
     (entropy_in, bald_in), (entropy_out, bald_out) = scores_in, scores_out
     return Detection(
         auroc_entropy=ood.auroc(entropy_in, entropy_out),
@@ -124,6 +128,13 @@ def detection(
         auroc_bald=ood.auroc(bald_in, bald_out),
         ap_bald=ood.aupr(bald_in, bald_out),
     )
+
+
+def _masked_detection(detect, scores_in, scores_out, mask: np.ndarray) -> Detection:
+    """``detect`` with only the positives selected by ``mask``; NaNs if it selects none."""
+    if not mask.any():
+        return Detection(*(np.float32(np.nan) for _ in Detection._fields))
+    return detect(scores_in, [np.asarray(s)[mask] for s in scores_out])
 
 
 def _scores(sample_log_probs: jax.Array, name: str) -> list[jax.Array]:
@@ -134,14 +145,19 @@ def _scores(sample_log_probs: jax.Array, name: str) -> list[jax.Array]:
     return [uncertainty.predictive_entropy(sample_log_probs), uncertainty.bald(sample_log_probs)]
 
 
-def _in_batches(fn: Callable[[jax.Array], jax.Array], x: jax.Array, batch_size: int, axis: int):
-    """``fn`` over ``x`` in equal chunks (the last padded by repeating the final input, so
-    ``fn`` compiles once), outputs concatenated along ``axis``."""
-    n = x.shape[0]
+def _in_batches(fn: Callable[..., jax.Array], arrays: tuple, batch_size: int, axis: int):
+    """``fn(*chunks)`` over equal chunks of ``arrays`` along their first axis (the last chunk
+    padded by repeating the final entries, so ``fn`` compiles once), outputs concatenated
+    along ``axis``."""
+    n = arrays[0].shape[0]
+    if batch_size == n:
+        return fn(*arrays)
     padded = -n % batch_size
     if padded:
-        x = jnp.concatenate([x, jnp.repeat(x[-1:], padded, axis=0)])
-    outputs = [fn(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+        arrays = [jnp.concatenate([a, jnp.repeat(a[-1:], padded, axis=0)]) for a in arrays]
+    outputs = [
+        fn(*(a[i : i + batch_size] for a in arrays)) for i in range(0, n + padded, batch_size)
+    ]
     return jax.lax.slice_in_dim(jnp.concatenate(outputs, axis=axis), 0, n, axis=axis)
 
 
@@ -198,8 +214,8 @@ def sweep(
 
     Args:
       methods: name -> :class:`Method`.
-      attack: ``attack(log_prob_fn, x, *, eps) -> x_adv`` (labels, targets, norm, steps and
-        keys closed over: ``functools.partial(fgm, norm="linf", labels=y)``).
+      attack: ``attack(log_prob_fn, x, *, eps, labels) -> x_adv`` (norm, steps, keys closed
+        over), called with batches of ``x`` and ``labels``: see :data:`AttackFn`.
       x: clean inputs ``[n, ...]``.
       labels: true labels ``[n]`` for the metrics.
       epsilons: attack strengths, e.g. the blog's ``np.linspace(0, 0.2, 11)``.
@@ -223,16 +239,20 @@ def sweep(
     for name, method in methods.items():
         run_attack = jax.jit(_attack_with(attack, method.log_prob_fn))
         evaluate = jax.jit(method.sample_log_probs_fn)
-        clean = _in_batches(evaluate, x, batch_size, axis=1)
-        clean_predictive = uncertainty.mean_log_probs(clean)
+        clean = _in_batches(evaluate, (x,), batch_size, axis=1)
+        uncertainty.check_log_probs(clean, name="sample_log_probs_fn(x)", min_ndim=3)
         rows = []
         for eps in epsilons:
             eps_array = jnp.asarray(eps, x.dtype)
-            x_adv = _in_batches(partial(run_attack, eps=eps_array), x, batch_size, axis=0)
+            x_adv = _in_batches(partial(run_attack, eps=eps_array), (x, labels), batch_size, axis=0)
             if x_adv.shape != x.shape:
                 raise ValueError(f"attack: expected outputs shaped like x, got {x_adv.shape}")
-            adv = _in_batches(evaluate, x_adv, batch_size, axis=1)
-            rows.append(_metrics(clean, clean_predictive, adv, labels, num_bins))
+            adv = _in_batches(evaluate, (x_adv,), batch_size, axis=1)
+            summary, success, scores_in, scores_out = _summarise(
+                clean, adv, labels, num_bins=num_bins
+            )
+            successful = _masked_detection(_detect_jit, scores_in, scores_out, np.asarray(success))
+            rows.append((*summary, successful))
             bar.update()
         results[name] = _stack(epsilons, rows)
     bar.close()
@@ -240,23 +260,31 @@ def sweep(
 
 
 def _attack_with(attack: AttackFn, log_prob_fn: LogProbFn):
-    return lambda x, eps: attack(log_prob_fn, x, eps=eps)
+    return lambda x, labels, eps: attack(log_prob_fn, x, eps=eps, labels=labels)
 
 
-def _metrics(clean, clean_predictive, adv, labels, num_bins):
+def _summary(clean, adv, labels, *, num_bins):
+    """Metrics of one attacked set with fixed shapes (jitted); the success mask; and the
+    ``[entropy, bald]`` scores of the clean and the attacked inputs."""
+    clean_predictive = uncertainty.mean_log_probs(clean)
     predictive = uncertainty.mean_log_probs(adv)
     success = attack_success(clean_predictive, predictive, labels)
-    correct = np.asarray(jnp.argmax(clean_predictive, axis=-1) == labels)
-    return (
+    correct = jnp.argmax(clean_predictive, axis=-1) == labels
+    scores_in, scores_out = _scores(clean, "clean"), _scores(adv, "adv")
+    summary = (
         calibration.accuracy(predictive, labels),
         calibration.nll(predictive, labels),
         calibration.ece(predictive, labels, num_bins=num_bins),
-        jnp.mean(uncertainty.predictive_entropy(adv)),
-        jnp.mean(uncertainty.bald(adv)),
-        np.sum(np.asarray(success)) / correct.sum() if correct.any() else np.nan,
-        detection(clean, adv),
-        detection(clean, adv, mask=np.asarray(success)),
+        jnp.mean(scores_out[0]),
+        jnp.mean(scores_out[1]),
+        jnp.sum(success) / jnp.sum(correct),  # NaN (0 / 0) if no clean input is correct
+        _detect(scores_in, scores_out),
     )
+    return summary, success, scores_in, scores_out
+
+
+_summarise = jax.jit(_summary, static_argnames="num_bins")
+_detect_jit = jax.jit(_detect)  # compiles once per number of successful attacks
 
 
 def _stack(epsilons, rows) -> SweepResult:
