@@ -166,6 +166,7 @@ def _bad_calls():
         (lambda: sweep(epsilons=[]), "epsilons: expected a non-empty"),
         (lambda: sweep(epsilons=[0.1, -0.1]), "epsilons: expected finite values >= 0"),
         (lambda: sweep(y=jnp.zeros(3, int)), r"labels: .*\(4,\)"),
+        (lambda: sweep(y=jnp.full(4, 3)), r"labels: expected values in \[0, 3\)"),
         (lambda: sweep(x=x.at[0, 0].set(jnp.inf)), "x: expected finite"),
         (lambda: sweep(num_bins=0), "num_bins: expected an integer >= 1"),
         (lambda: sweep(batch_size=0), "batch_size: expected a positive integer"),

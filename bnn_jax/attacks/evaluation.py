@@ -193,6 +193,14 @@ def _check_sweep(methods, x, labels, epsilons, num_bins, batch_size):
     return x, labels, epsilons
 
 
+def _check_label_range(labels: jax.Array, num_classes: int) -> None:
+    low, high = int(jnp.min(labels)), int(jnp.max(labels))
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"labels: expected values in [0, {num_classes}), got values in [{low}, {high}]"
+        )
+
+
 def sweep(
     methods: Mapping[str, Method],
     attack: AttackFn,
@@ -241,6 +249,7 @@ def sweep(
         evaluate = jax.jit(method.sample_log_probs_fn)
         clean = _in_batches(evaluate, (x,), batch_size, axis=1)
         uncertainty.check_log_probs(clean, name="sample_log_probs_fn(x)", min_ndim=3)
+        _check_label_range(labels, clean.shape[-1])
         rows = []
         for eps in epsilons:
             eps_array = jnp.asarray(eps, x.dtype)
