@@ -23,14 +23,16 @@ Variables = dict[str, Any]
 def init(model: nn.Module, key: Key, input_shape: tuple[int, ...]) -> Variables:
     """Initialise ``model`` for inputs of shape ``[batch, *input_shape]``.
 
-    Returns the variables dict (``"params"`` and, for BatchNorm models, ``"batch_stats"``).
+    Returns the variables dict (``"params"`` and, for BatchNorm models, ``"batch_stats"``);
+    regularisers a model sows into ``"losses"`` (Concrete Dropout) are not variables and are
+    dropped.
     """
     if any(int(d) < 1 for d in input_shape):
         raise ValueError(f"input_shape: expected positive dimensions, got {input_shape}")
     params_key, dropout_key = jax.random.split(key)
     x = jnp.zeros((1, *input_shape), jnp.float32)
     variables = model.init({"params": params_key, "dropout": dropout_key}, x)
-    return dict(variables)
+    return {name: value for name, value in variables.items() if name != "losses"}
 
 
 def apply(model: nn.Module, variables: Variables, x: jax.Array, **kwargs) -> jax.Array:

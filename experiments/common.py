@@ -1,0 +1,208 @@
+"""Shared machinery of the studies: configs, caching by config hash, the report writer.
+
+Every study module has ``get_config(quick=False) -> dict`` and ``main(config, out_dir) -> dict``
+and writes ``config.json``, ``metrics.json``, ``report.md`` and ``figures/*.png`` into
+``out_dir``. Expensive stages (trained models, fitted curvature) are cached under
+``out_dir/cache/`` by a hash of the settings they depend on, so a run that was interrupted
+resumes where it stopped and ends with the same numbers.
+"""
+
+import argparse
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bnn_jax import io, laplace, training
+from bnn_jax.curvature import subset as subsets
+
+
+def check_config(config: dict, defaults: dict, *, choices: dict[str, tuple] | None = None) -> dict:
+    """Raise ``ValueError`` for keys not in ``defaults`` (listing the valid keys) and for values
+    outside ``choices[key]`` (listing the valid values; list-valued settings are checked per
+    element). Returns ``config`` unchanged."""
+    unknown = sorted(set(config) - set(defaults))
+    if unknown:
+        raise ValueError(f"config: unknown keys {unknown}; valid keys are {sorted(defaults)}")
+    for key, valid in (choices or {}).items():
+        values = config.get(key, defaults[key])
+        for value in values if isinstance(values, list | tuple) else [values]:
+            if value not in valid:
+                raise ValueError(
+                    f"config[{key!r}]: unknown value {value!r}; expected one of {list(valid)}"
+                )
+    return config
+
+
+def config_hash(settings: Any) -> str:
+    """A short stable hash of JSON-serialisable settings."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached(path: Path, compute: Callable[[], Any], target: Callable[[], Any]) -> Any:
+    """Load the pytree cached at ``path`` (into the structure ``target()``), or compute and
+    cache it. The file name should contain the ``config_hash`` of what ``compute`` depends on."""
+    if path.exists():
+        return io.load_checkpoint(path, target())
+    value = compute()
+    io.save_checkpoint(path, value)
+    return value
+
+
+def train_cached(
+    cache_dir: Path, name: str, settings: dict, train: Callable[[], training.TrainResult], target
+) -> training.TrainResult:
+    """Train with ``train()`` or reload the result cached as ``<name>-<hash(settings)>``.
+
+    ``settings`` must hold everything the training depends on (data, model, optimiser, seed);
+    ``target()`` builds variables of the right structure (e.g. ``models.init``). The history is
+    cached next to the variables as JSON.
+    """
+    stem = Path(cache_dir) / f"{name}-{config_hash(settings)}"
+    history_path = stem.with_suffix(".history.json")
+    if history_path.exists():
+        history = {k: np.asarray(v) for k, v in json.loads(history_path.read_text()).items()}
+        variables = io.load_checkpoint(stem.with_suffix(".msgpack"), target())
+        return training.TrainResult(variables, history)
+    result = train()
+    io.save_checkpoint(stem.with_suffix(".msgpack"), result.variables, overwrite=True)
+    io.write_json(history_path, result.history, overwrite=True)
+    return result
+
+
+def laplace_cached(
+    cache_dir: Path,
+    name: str,
+    settings: dict,
+    fit: Callable[[], laplace.Posterior],
+    *,
+    curvature,
+    params,
+    apply_fn,
+    likelihood,
+    subset=None,
+) -> laplace.Posterior:
+    """Fit a Laplace posterior with ``fit()`` or rebuild it from what is cached as
+    ``<name>-<hash(settings)>``: the curvature state, ``scale``, ``prior_prec`` and training NLL
+    (the functions come from the arguments, which must be those ``fit`` uses)."""
+    path = Path(cache_dir) / f"{name}-{config_hash(settings)}.msgpack"
+    template_state = curvature.finalize(curvature.init(params))
+    leaves, treedef = jax.tree.flatten(template_state)
+    if path.exists():
+        zero = jnp.zeros((), jnp.float32)
+        template = {
+            "state": _numbered(leaves),
+            "scale": zero,
+            "prior_prec": zero,
+            "train_nll": zero,
+        }
+        saved = io.load_checkpoint(path, template)
+        numbered = saved.pop("state")
+        state = jax.tree.unflatten(treedef, [numbered[str(i)] for i in range(len(leaves))])
+        return laplace.Posterior(
+            mean=params,
+            state=state,
+            curvature=curvature,
+            subset=subset or subsets.everything(),
+            apply_fn=apply_fn,
+            likelihood=likelihood,
+            **saved,
+        )
+    posterior = fit()
+    payload = {
+        "state": _numbered(jax.tree.leaves(posterior.state)),
+        "scale": posterior.scale,
+        "prior_prec": posterior.prior_prec,
+        "train_nll": posterior.train_nll,
+    }
+    io.save_checkpoint(path, payload, overwrite=True)
+    return posterior
+
+
+def _numbered(leaves: list) -> dict[str, Any]:
+    """Leaves as a dict ``{"0": leaf_0, ...}``: curvature states hold static (non-array) nodes
+    that flax's state-dict serialisation cannot store, so the cache keeps only the leaves."""
+    return {str(i): leaf for i, leaf in enumerate(leaves)}
+
+
+class Report:
+    """A Markdown report with figures saved next to it (``figures/<name>.png``)."""
+
+    def __init__(self, out_dir, title: str):
+        self.out_dir = Path(out_dir)
+        self.lines = [f"# {title}", ""]
+        self.figures: list[str] = []
+
+    def text(self, *paragraphs: str) -> None:
+        for paragraph in paragraphs:
+            self.lines += [paragraph, ""]
+
+    def section(self, title: str, level: int = 2) -> None:
+        self.lines += [f"{'#' * level} {title}", ""]
+
+    def figure(self, name: str, fig, caption: str, *, dpi: int = 100) -> None:
+        """Save ``fig`` as ``figures/<name>.png`` (atomically) and inline it with its caption."""
+        import io as _io
+
+        import matplotlib.pyplot as plt
+
+        buffer = _io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
+        io.write_bytes_atomic(
+            self.out_dir / "figures" / f"{name}.png", buffer.getvalue(), overwrite=True
+        )
+        self.figures.append(name)
+        self.lines += [f"![{name}](figures/{name}.png)", "", f"*{caption}*", ""]
+
+    def table(self, header: list[str], rows: list[list[Any]], *, digits: int = 3) -> None:
+        fmt = lambda v: f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+        self.lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        self.lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+        self.lines.append("")
+
+    def markdown(self) -> str:
+        return "\n".join(self.lines)
+
+    def write(self, name: str = "report.md") -> Path:
+        return io.write_bytes_atomic(self.out_dir / name, self.markdown().encode(), overwrite=True)
+
+
+def write_results(out_dir, config: dict, metrics: dict) -> None:
+    """Write ``config.json`` and ``metrics.json`` atomically into ``out_dir``."""
+    out_dir = Path(out_dir)
+    io.write_json(out_dir / "config.json", config, overwrite=True)
+    io.write_json(out_dir / "metrics.json", metrics, overwrite=True)
+
+
+def cli(description: str, get_config: Callable, main: Callable, *, default_dataset: str) -> None:
+    """The command line shared by the study modules: ``--out``, ``--quick``, ``--dataset``,
+    ``--seed``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", default=None, help="output folder (default results/<dataset>/)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small settings; every figure still drawn"
+    )
+    parser.add_argument("--dataset", default=None, help=f"data set (default {default_dataset})")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of data, training and sampling"
+    )
+    args = parser.parse_args()
+    config = get_config(quick=args.quick)
+    if args.dataset is not None:
+        config["dataset"] = args.dataset
+    if args.seed is not None:
+        config["seed"] = args.seed
+    out = Path(args.out or f"results/{config.get('dataset', default_dataset)}")
+    main(config, out)
+    print(f"wrote {out / 'report.md'}")

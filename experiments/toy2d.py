@@ -1,0 +1,363 @@
+"""The notebook, end to end: uncertainty maps, posterior draws and attacks on the 2D toy problem.
+
+Methods: the notebook's Concrete Dropout network (Dense 500 ReLU, then Concrete Dropout around
+Dense 500 and around the output layer; weight_regularizer 1e-3, dropout_regularizer 1, SGD),
+the same network with plain MC dropout, its MAP estimate with diagonal and KFAC Laplace
+posteriors (prior precision tuned by the marginal likelihood), a deep ensemble, and a GP
+classifier (arc-sine kernel, probit likelihood, Laplace inference, hyperparameters by
+evidence maximisation, Houlsby's BALD).
+
+Run ``python -m experiments.toy2d [--quick] [--out results/toy2d]``.
+"""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bnn_jax import (
+    attacks,
+    calibration,
+    curvature,
+    data,
+    dropout,
+    ensembles,
+    gp,
+    laplace,
+    losses,
+    models,
+    training,
+    uncertainty,
+)
+from experiments import common, toy2d_report
+from experiments import methods as predictors
+
+METHODS = (
+    "map",
+    "mc_dropout",
+    "concrete_dropout",
+    "diag_laplace",
+    "kfac_laplace",
+    "ensemble",
+    "gp",
+)
+
+
+def get_config(quick: bool = False) -> dict:
+    """The notebook's settings (500 epochs of SGD with batch 32, 50 MC samples, a 100 x 100
+    grid with a margin of 5); ``quick`` trains less and uses a coarser grid."""
+    return {
+        "dataset": "toy2d",
+        "seed": 0,
+        "num_train": 100,
+        "widths": [500, 500],
+        "learning_rate": 0.01,
+        "epochs": 150 if quick else 500,
+        "batch_size": 32,
+        "weight_regularizer": 1e-3,
+        "dropout_regularizer": 1.0,
+        "dropout_rate": 0.1,
+        "prior_prec": 1.0,
+        "num_members": 5,
+        "num_samples": 20 if quick else 50,
+        "grid_size": 40 if quick else 100,
+        "draw_grid_size": 30 if quick else 50,
+        "margin": 5.0,
+        "fgm_eps": 0.5,
+        "bim_eps": 0.3,
+        "bim_step": 0.1,
+        "bim_steps": 10,
+        "prior_prec_grid": [0.1, 1000.0, 9],
+        "scale_grid": [1.0, 1000.0, 7],
+        "methods": list(METHODS),
+    }
+
+
+def _grid(x: np.ndarray, size: int, margin: float):
+    axes = [np.linspace(x[:, i].min() - margin, x[:, i].max() + margin, size) for i in (0, 1)]
+    xx, yy = np.meshgrid(*axes)
+    return xx, yy, np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float32)
+
+
+TRAIN_KEYS = ("seed", "num_train", "widths", "learning_rate", "epochs", "batch_size")
+
+
+def _train(config, ds, cache, name, model, key, **kwargs):
+    settings = {k: config[k] for k in TRAIN_KEYS} | {"name": name, "model": repr(model)}
+    settings |= {k: v for k, v in kwargs.items() if isinstance(v, int | float)}
+    run = lambda: training.train(
+        model,
+        ds.x_train,
+        ds.y_train,
+        key=key,
+        epochs=config["epochs"],
+        batch_size=config["batch_size"],
+        optimizer=optax.sgd(config["learning_rate"]),
+        progress=False,
+        **kwargs,
+    )
+    target = lambda: models.init(model, key, ds.input_shape)
+    return common.train_cached(cache, name, settings, run, target)
+
+
+def _laplace(config, ds, cache, name, model, variables, key):
+    apply_fn, params = predictors.map_apply_fn(model, variables)
+    lik = losses.categorical()
+    factory = predictors.LAPLACE_STRUCTURES[name](ds.input_shape)
+    curv = factory(apply_fn, lik, fisher=curvature.exact_fisher())
+    fit = lambda: laplace.fit(
+        curv,
+        params,
+        data.Batches(ds.x_train, ds.y_train, 100),
+        apply_fn=apply_fn,
+        likelihood=lik,
+        key=key,
+        prior_prec=config["prior_prec"],
+        progress=False,
+    )
+    settings = {k: config[k] for k in TRAIN_KEYS} | {"prior_prec": config["prior_prec"]}
+    posterior = common.laplace_cached(
+        cache,
+        name,
+        {**settings, "name": name},
+        fit,
+        curvature=curv,
+        params=params,
+        apply_fn=apply_fn,
+        likelihood=lik,
+    )
+    objective = laplace.validation_objective(
+        calibration.nll,
+        ds.x_val,
+        ds.y_val,
+        key=jax.random.fold_in(key, 1),
+        num_samples=config["num_samples"],
+    )
+    result = laplace.search(
+        posterior,
+        objective,
+        prior_prec=np.geomspace(*config["prior_prec_grid"]),
+        scale=np.geomspace(*config["scale_grid"]),
+        chunk_size=4,
+    )
+    return result.posterior
+
+
+def _networks(config, ds, cache, key):
+    """Train the networks and build one predictor per method; returns (predictors, facts)."""
+    keys = jax.random.split(key, 8)
+    widths, wanted = tuple(config["widths"]), set(config["methods"])
+    out, facts = {}, {}
+    mlp = models.MLP(widths, ds.num_classes)
+    if wanted & {"map", "diag_laplace", "kfac_laplace"}:
+        trained = _train(config, ds, cache, "map", mlp, keys[0], prior_prec=config["prior_prec"])
+        out["map"] = predictors.deterministic(*predictors.map_apply_fn(mlp, trained.variables))
+        for name in sorted(wanted & set(predictors.LAPLACE_STRUCTURES)):
+            post = _laplace(config, ds, cache, name, mlp, trained.variables, keys[1])
+            facts[name] = {"prior_prec": float(post.prior_prec), "scale": float(post.scale)}
+            out[name] = predictors.laplace_posterior(post, keys[2], config["num_samples"])
+    if "mc_dropout" in wanted:
+        model = models.MLP(widths, ds.num_classes, dropout_rate=config["dropout_rate"])
+        trained = _train(
+            config, ds, cache, "mc_dropout", model, keys[3], prior_prec=config["prior_prec"]
+        )
+        out["mc_dropout"] = predictors.mc_dropout(
+            model, trained.variables, keys[4], config["num_samples"]
+        )
+    if "concrete_dropout" in wanted:
+        model = models.ConcreteDropoutMLP(
+            widths,
+            ds.num_classes,
+            weight_regularizer=config["weight_regularizer"],
+            dropout_regularizer=config["dropout_regularizer"],
+        )
+        rates = lambda v: {k: float(p) for k, p in dropout.concrete_rates(v["params"]).items()}
+        trained = _train(config, ds, cache, "concrete_dropout", model, keys[5], epoch_metrics=rates)
+        facts["concrete_dropout"] = {
+            "p_by_epoch": {k: v.tolist() for k, v in trained.history.items() if "concrete" in k}
+        }
+        out["concrete_dropout"] = predictors.mc_dropout(
+            model, trained.variables, keys[4], config["num_samples"]
+        )
+    if "ensemble" in wanted:
+        settings = {k: config[k] for k in TRAIN_KEYS} | {"model": repr(mlp)}
+        settings |= {"num_members": config["num_members"], "prior_prec": config["prior_prec"]}
+        run = lambda: ensembles.train_ensemble(
+            mlp,
+            ds.x_train,
+            ds.y_train,
+            key=keys[6],
+            num_members=config["num_members"],
+            epochs=config["epochs"],
+            batch_size=config["batch_size"],
+            optimizer=optax.sgd(config["learning_rate"]),
+            prior_prec=config["prior_prec"],
+        )
+        target = lambda: ensembles.stack(
+            [
+                models.init(mlp, k, ds.input_shape)
+                for k in jax.random.split(keys[6], config["num_members"])
+            ]
+        )
+        trained = common.train_cached(cache, "ensemble", settings, run, target)
+        out["ensemble"] = predictors.ensemble(mlp, trained.variables)
+    return out, facts
+
+
+def _evaluate(config, log_prob_fn, single_fn, draws_fn, x_train, x_test, grid, draw_grid):
+    """What the figures and tables need from one predictive, traced into one compiled function:
+    the input gradient on the grid, four posterior draws, FGM (L2) on one posterior draw and
+    BIM (L2) on the MC predictive against the training points (the predicted class as label,
+    as the notebook's cleverhans calls), and the predictive on attacked and test points."""
+    fgm = attacks.fgm(single_fn, x_train, eps=config["fgm_eps"], norm="l2")
+    bim = attacks.bim(
+        log_prob_fn,
+        x_train,
+        eps=config["bim_eps"],
+        eps_iter=config["bim_step"],
+        steps=config["bim_steps"],
+        norm="l2",
+    )
+    return {
+        "input_grad": attacks.input_gradient(log_prob_fn, grid),
+        "draws": draws_fn(draw_grid),
+        "fgm": fgm,
+        "bim": bim,
+        "fgm_log_probs": log_prob_fn(fgm),
+        "bim_log_probs": log_prob_fn(bim),
+        "test_log_probs": log_prob_fn(x_test),
+    }
+
+
+def _nn_fields(config, net: predictors.Predictor, arrays):
+    def evaluate(x_train, x_test, grid, draw_grid):
+        draws = lambda g: net.sample_log_probs(g)[:4]
+        out = _evaluate(
+            config,
+            net.log_prob_fn,
+            net.draw_log_prob_fn(0),
+            draws,
+            x_train,
+            x_test,
+            grid,
+            draw_grid,
+        )
+        samples = net.sample_log_probs(grid)
+        return out | {
+            "log_probs": uncertainty.mean_log_probs(samples),
+            "entropy": uncertainty.predictive_entropy(samples),
+            "bald": uncertainty.bald(samples),
+            "expected_entropy": uncertainty.expected_entropy(samples),
+        }
+
+    return jax.tree.map(np.asarray, jax.jit(evaluate)(*map(jnp.asarray, arrays)))
+
+
+def _gp_fields(config, ds, arrays, key):
+    """Fit the GP in float64 and evaluate it there (Houlsby's BALD, joint function draws; the
+    GP has no single posterior draw to attack, so FGM targets its predictive too)."""
+    with jax.enable_x64(True):
+        x, y = np.asarray(ds.x_train, np.float64), ds.y_train
+        kernel, lik = gp.arcsine_kernel(), gp.probit()
+        fit = gp.optimize_hyperparameters(kernel, kernel.init(), x, y, likelihood=lik)
+        posterior = gp.fit(kernel, fit.params, x, y, likelihood=lik)
+
+        def log_prob_fn(inputs):
+            return gp.predictive_log_probs(lik, *gp.latent_predictive(kernel, posterior, inputs))
+
+        def draws(inputs):
+            f = gp.latent_function_samples(kernel, posterior, inputs, key=key, num_samples=4)
+            return jnp.stack([jax.nn.log_sigmoid(-f), jax.nn.log_sigmoid(f)], axis=-1)
+
+        def evaluate(x_train, x_test, grid, draw_grid):
+            out = _evaluate(
+                config, log_prob_fn, log_prob_fn, draws, x_train, x_test, grid, draw_grid
+            )
+            mean, var = gp.latent_predictive(kernel, posterior, grid)
+            entropy, bald = gp.predictive_entropy(lik, mean, var), gp.houlsby_bald(mean, var)
+            return out | {
+                "log_probs": log_prob_fn(grid),
+                "entropy": entropy,
+                "bald": bald,
+                "expected_entropy": entropy - bald,
+            }
+
+        fields = jax.jit(evaluate)(*(jnp.asarray(a, jnp.float64) for a in arrays))
+        fields = jax.tree.map(lambda a: np.asarray(a, np.float32), fields)
+        facts = {
+            "objective_before": float(fit.initial_objective),
+            "objective_after": float(fit.final_objective),
+            "hyperparameters": {
+                k.removeprefix("log_"): float(jnp.exp(v)) for k, v in fit.params._asdict().items()
+            },
+        }
+        return fields, facts
+
+
+def notebook_agreement(grid, x_train, entropy, bald, *, near=0.5, far=2.0) -> dict:
+    """The notebook's observations as numbers: BALD <= entropy everywhere; mean BALD near the
+    data (within ``near`` of a training point), far from it on uncertain regions (entropy above
+    half its maximum: decision boundaries) and far from it on confident regions."""
+    distance = np.min(np.linalg.norm(grid[:, None] - x_train[None], axis=-1), axis=1)
+    boundary = entropy > 0.5 * np.log(2)
+    pick = lambda mask: float(np.mean(bald[mask])) if mask.any() else float("nan")
+    stats = {
+        "max_bald_minus_entropy": float(np.max(bald - entropy)),
+        "max_entropy": float(entropy.max()),
+        "max_bald": float(bald.max()),
+        "bald_near_data": pick(distance < near),
+        "bald_far_boundary": pick((distance > far) & boundary),
+        "bald_far_confident": pick((distance > far) & ~boundary),
+    }
+    stats["bald_le_entropy"] = stats["max_bald_minus_entropy"] <= 1e-5
+    stats["bald_high_only_far_on_boundaries"] = bool(
+        stats["bald_far_boundary"] > stats["bald_near_data"]
+        and stats["bald_far_boundary"] > stats["bald_far_confident"]
+    )
+    return stats
+
+
+def run(config: dict, out_dir, report: common.Report) -> dict:
+    """Fit every method, draw the notebook's figures into ``report``, return the metrics."""
+    common.check_config(config, get_config(), choices={"methods": METHODS})
+    out_dir, key = Path(out_dir), jax.random.key(config["seed"])
+    ds = data.load("toy2d", seed=config["seed"], num_train=config["num_train"])
+    xx, yy, grid = _grid(ds.x_train, config["grid_size"], config["margin"])
+    dx, dy, draw_grid = _grid(ds.x_train, config["draw_grid_size"], config["margin"])
+    nets, facts = _networks(config, ds, out_dir / "cache", jax.random.fold_in(key, 1))
+    arrays = (ds.x_train, ds.x_test, grid, draw_grid)
+    toy2d_report.introduction(report, config, ds)
+    fields, metrics = {}, {}
+    for name in config["methods"]:
+        if name == "gp":
+            f, facts["gp"] = _gp_fields(config, ds, arrays, jax.random.fold_in(key, 2))
+        else:
+            f = _nn_fields(config, nets[name], arrays)
+        accuracy = lambda lp, y: float(calibration.accuracy(jnp.asarray(lp), jnp.asarray(y)))
+        metrics[name] = {
+            "accuracy": accuracy(f["test_log_probs"], ds.y_test),
+            "nll": float(calibration.nll(jnp.asarray(f["test_log_probs"]), ds.y_test)),
+            "fgm_accuracy": accuracy(f["fgm_log_probs"], ds.y_train),
+            "bim_accuracy": accuracy(f["bim_log_probs"], ds.y_train),
+            **notebook_agreement(grid, ds.x_train, f["entropy"], f["bald"]),
+            **facts.get(name, {}),
+        }
+        fields[name] = f
+        toy2d_report.method_figures(report, name, config, ds, (xx, yy), (dx, dy), f, metrics[name])
+    toy2d_report.summary(report, ds, (xx, yy), fields, metrics)
+    return metrics
+
+
+def main(config: dict, out_dir) -> dict:
+    """Run the toy2d study alone: ``report.md``, ``metrics.json``, ``config.json``, figures."""
+    report = common.Report(out_dir, "bnn_jax: the 2D toy study")
+    metrics = {"toy2d": run(config, out_dir, report)}
+    common.write_results(out_dir, config, metrics)
+    report.write()
+    return metrics
+
+
+if __name__ == "__main__":
+    common.cli(__doc__.splitlines()[0], get_config, main, default_dataset="toy2d")
