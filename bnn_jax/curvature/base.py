@@ -107,7 +107,9 @@ def check_finite(state: State) -> None:
 
 
 def with_checks(curvature: Curvature) -> Curvature:
-    """Wrap a curvature's functions with the checks described in the module docstring."""
+    """Wrap a curvature's functions with the checks described in the module docstring, and
+    compile ``init`` (it only traces shapes and allocates zeros; run op by op, every new
+    shape would cost a separate compilation)."""
 
     def finalize(state):
         state = curvature.finalize(state)
@@ -131,6 +133,7 @@ def with_checks(curvature: Curvature) -> Curvature:
         return curvature.log_det(state, scale, prior_prec)
 
     return curvature._replace(
+        init=jax.jit(curvature.init),
         finalize=finalize,
         precision_mvp=precision_mvp,
         solve=solve,
