@@ -145,6 +145,6 @@ def dense_covariance(posterior) -> np.ndarray:
         )
         return ravel_pytree(out)[0]
 
-    precision = np.asarray(jax.vmap(column)(eye)).T
+    precision = np.asarray(jax.jit(jax.vmap(column))(eye)).T
     np.testing.assert_allclose(precision, precision.T, rtol=1e-9, atol=1e-10)
     return np.linalg.inv(precision)

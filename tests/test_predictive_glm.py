@@ -18,7 +18,7 @@ CASES = [
     ("diagonal", "mlp", False),  # layer-structured path, identity basis
     ("kfac", "mlp", False),  # Kronecker eigenbases, exact prior
     ("kfac_per_factor", "cnn", False),  # conv patches, per-factor prior, LayerNorm diagonal
-    ("kfac", "cnn", True),  # last layer through the Kronecker path
+    ("kfac", "mlp", True),  # last layer through the Kronecker path
 ]
 
 
