@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bnn_jax.losses import Likelihood
 from bnn_jax.types import ApplyFn, Batch, Key, Params
@@ -52,14 +53,18 @@ def exact_fisher() -> Fisher:
 
 def mc_fisher(*, num_samples: int = 1) -> Fisher:
     """The Monte Carlo Fisher with ``num_samples`` targets drawn from the model per example."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+    if (
+        isinstance(num_samples, bool)
+        or not isinstance(num_samples, int | np.integer)
+        or num_samples < 1
+    ):
         raise ValueError(f"num_samples: expected an integer >= 1, got {num_samples!r}")
 
     def output_factors(likelihood, outputs, targets, key):
         del targets
         samples = likelihood.sample(key, outputs, num_samples)
         grads = jax.vmap(likelihood.gradient, in_axes=(None, 0))(outputs, samples)
-        return jnp.moveaxis(grads, 0, -1) / num_samples**0.5
+        return jnp.moveaxis(grads, 0, -1) / float(num_samples) ** 0.5
 
     return Fisher(output_factors, f"mc{num_samples}")
 
