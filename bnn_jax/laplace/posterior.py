@@ -78,17 +78,6 @@ def check_num_samples(num_samples) -> None:
         raise ValueError(f"num_samples: expected an integer >= 1, got {num_samples}")
 
 
-def _check_batch(batch: Batch, likelihood: Likelihood, num_outputs: int) -> None:
-    if not isinstance(batch, Batch):
-        raise ValueError(f"batches: expected an iterable of Batch(x, y), got {type(batch)}")
-    x = np.asarray(batch.x)
-    if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"batches: expected non-empty batches, got x of shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("batches: expected finite inputs x, got NaN or inf")
-    likelihood.check_targets((x.shape[0], num_outputs), jnp.asarray(batch.y))
-
-
 def _check_subset(curvature: Curvature, subset: Subset, state, params: Params) -> None:
     one = jnp.ones((), _float_dtype(params))
     z = jax.eval_shape(curvature.sample, state, jax.random.key(0), one, one)
@@ -122,7 +111,9 @@ def fit(
     Runs ``curvature.num_passes`` passes over ``batches`` (``update`` on batch ``i`` with
     ``fold_in(key, i)``, the same keys on every pass; ``finalize`` after each pass). One
     jitted step per batch updates the curvature and adds the batch's summed NLL at the MAP
-    (kept from the last pass).
+    (kept from the last pass). Batches may be sharded over devices (``jax.sharding``); the
+    inputs stay on device (their finiteness is checked in the step, reported after each
+    pass), only the targets are checked on the host.
 
     Args:
       curvature: a ``Curvature`` built for the same ``apply_fn``, likelihood and subset.
@@ -151,30 +142,36 @@ def fit(
     state = curvature.init(params)
     _check_subset(curvature, subset, state, params)
 
-    def step(state, nll_sum, batch, key):
+    def step(state, nll_sum, finite, params, batch, key):
         state = curvature.update(state, params, batch, key)
         outputs = apply_fn(params, batch.x)
-        return state, nll_sum + jnp.sum(likelihood.nll(outputs, batch.y)).astype(dtype)
+        nll_sum = nll_sum + jnp.sum(likelihood.nll(outputs, batch.y)).astype(dtype)
+        return state, nll_sum, finite & jnp.all(jnp.isfinite(batch.x))
 
     step = jax.jit(step)
     finalize = jax.jit(curvature.finalize)
     total = curvature.num_passes * len(batches) if hasattr(batches, "__len__") else None
     bar = tqdm(total=total, desc="laplace.fit", disable=not progress, leave=False)
-    num_outputs, counts, count = None, [], 0
+    num_outputs, counts = None, []
     for _ in range(curvature.num_passes):
-        nll_sum, count = jnp.zeros((), dtype), 0
+        nll_sum, finite, count = jnp.zeros((), dtype), jnp.asarray(True), 0
         for index, batch in enumerate(batches):
+            if not isinstance(batch, Batch) or jnp.ndim(batch.x) < 1 or len(batch.x) == 0:
+                raise ValueError(f"batches: expected non-empty Batch(x, y) items, got {batch!r}")
             if num_outputs is None:
                 num_outputs = jax.eval_shape(apply_fn, params, batch.x).shape[-1]
-            _check_batch(batch, likelihood, num_outputs)
-            state, nll_sum = step(state, nll_sum, batch, jax.random.fold_in(key, index))
-            count += batch.x.shape[0]
+            likelihood.check_targets((len(batch.x), num_outputs), jnp.asarray(batch.y))
+            key_i = jax.random.fold_in(key, index)
+            state, nll_sum, finite = step(state, nll_sum, finite, params, batch, key_i)
+            count += len(batch.x)
             bar.update()
         if count == 0:
             raise ValueError(
                 "batches: a pass saw no examples; expected a non-empty re-iterable "
                 "(not a one-shot iterator when the curvature needs several passes)"
             )
+        if not bool(finite):
+            raise ValueError("batches: expected finite inputs x, got NaN or inf")
         counts.append(count)
         state = finalize(state)
         check_finite(state)

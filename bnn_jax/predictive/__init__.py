@@ -1,4 +1,6 @@
-"""Posterior predictives: Monte Carlo over posterior samples and the linearised (GLM) predictive.
+"""Posterior predictives: Monte Carlo over posterior samples (weight samples with common random
+numbers, or local reparameterisation through Kronecker factors) and the linearised (GLM)
+predictive with probit and MC links.
 
 Predictive samples are log-probabilities ``[num_samples, batch, classes]``;
 ``uncertainty.mean_log_probs`` turns them into the log of the MC mean probability.
@@ -11,6 +13,7 @@ from bnn_jax.predictive.linearised import (
     glm_probit_log_probs,
     jacobian_covariance,
 )
+from bnn_jax.predictive.local import local_log_probs
 from bnn_jax.predictive.monte_carlo import laplace_log_probs, sample_log_probs
 from bnn_jax.uncertainty import mean_log_probs
 
@@ -21,6 +24,7 @@ __all__ = [
     "glm_probit_log_probs",
     "jacobian_covariance",
     "laplace_log_probs",
+    "local_log_probs",
     "mean_log_probs",
     "sample_log_probs",
 ]

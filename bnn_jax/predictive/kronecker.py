@@ -33,7 +33,13 @@ from bnn_jax.curvature.kfac import KfacState
 from bnn_jax.curvature.layout import Layout
 from bnn_jax.curvature.subset import where
 
-__all__ = ["functional_covariance", "supports"]
+__all__ = [
+    "functional_covariance",
+    "inverse_precisions",
+    "layer_bases",
+    "layer_structure",
+    "supports",
+]
 
 _STRUCTURED = (KfacState, EfbState, DiagonalState)
 
@@ -43,21 +49,22 @@ def supports(posterior) -> bool:
     return isinstance(posterior.state, _STRUCTURED)
 
 
-def _structure(posterior, x) -> blocks.Structure:
+def layer_structure(posterior, x) -> blocks.Structure:
+    """The posterior's Dense/Conv blocks and other leaves (traced on inputs like ``x``)."""
     if isinstance(posterior.state, DiagonalState):
         shape = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
         return blocks.build_structure(posterior.apply_fn, posterior.mean, posterior.subset, shape)
     return posterior.state.structure
 
 
-def _bases(posterior, structure):
+def layer_bases(posterior, structure):
     """``(Q_A, Q_G)`` per block, or ``None`` for the identity (diagonal structure)."""
     if isinstance(posterior.state, DiagonalState):
         return [None] * len(structure.blocks)
     return [(f.a_eigenvectors, f.g_eigenvectors) for f in posterior.state.factors]
 
 
-def _inverse_precisions(posterior, structure, bases):
+def inverse_precisions(posterior, structure, bases):
     """``1 / D`` per block (in its eigenbasis) and ``1 / d`` per other leaf, from one solve."""
     dtype = structure.layout.dtype
     ones = [jnp.ones((b.rows, b.cols), dtype) for b in structure.blocks]
@@ -115,9 +122,9 @@ def _chunk_covariance(posterior, x, structure, bases, inv_d, inv_others):
 def functional_covariance(posterior, x: jax.Array, *, chunk_size=None) -> jax.Array:
     """``J Sigma J^T`` ``[batch, C, C]`` through the layer structure (module docstring),
     ``chunk_size`` inputs at a time (``None``: all at once)."""
-    structure = _structure(posterior, x)
-    bases = _bases(posterior, structure)
-    inv_d, inv_others = _inverse_precisions(posterior, structure, bases)
+    structure = layer_structure(posterior, x)
+    bases = layer_bases(posterior, structure)
+    inv_d, inv_others = inverse_precisions(posterior, structure, bases)
 
     def run(chunk):
         return _chunk_covariance(posterior, chunk, structure, bases, inv_d, inv_others)
