@@ -69,7 +69,7 @@ def test_probit_link_formula_and_limits(x64):
 
 
 def test_mc_link_samples_have_the_functional_moments_and_common_random_numbers(x64):
-    post, x = posterior("kfac_per_factor", "cnn")
+    post, x = posterior("kfac")
     x = x[:6]
     key = make_key(1)
     num = 20000

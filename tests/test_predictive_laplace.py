@@ -27,7 +27,7 @@ def test_chunked_equals_unchunked_and_equals_explicit_samples(x64):
 
 
 def test_reproducible_from_the_key_and_common_random_numbers(x64):
-    post, x = posterior("kfac")
+    post, x = posterior("dense")
     key = make_key(5)
     a = predictive.laplace_log_probs(post, x, key=key, num_samples=6, chunk_size=4)
     b = predictive.laplace_log_probs(post, x, key=key, num_samples=6, chunk_size=4)

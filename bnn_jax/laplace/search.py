@@ -135,6 +135,8 @@ def search(
         scale_key, prior_key = jax.random.split(key)
 
         def log_uniform(k, values):
+            if values.min() == values.max():  # a single value: keep it exactly
+                return np.full(num_random, values[0])
             low, high = np.log(values.min()), np.log(values.max())
             return np.exp(np.asarray(jax.random.uniform(k, (num_random,), minval=low, maxval=high)))
 

@@ -11,10 +11,12 @@ The network is linearised around the MAP in the selected parameters,
 - MC: samples ``f_t = mu + L eps_t``, ``L L^T = Sigma_f``, ``eps_t ~ N(0, I)``, then
   ``softmax(f_t)``; ``eps_t`` is shared by all inputs of a call (common random numbers).
 
-``Sigma_f`` is computed per input without materialising the Jacobian of the batch: for
-Kronecker structures through the factors' eigenbases from each layer's captured inputs and
-output gradients (``predictive.kronecker``), otherwise from the ``C`` Jacobian rows of
-``chunk_size`` inputs at a time (``jax.jacrev``) and the structure's ``solve``.
+``Sigma_f`` is computed per input without materialising the Jacobian of the batch: for KFAC,
+EFB and diagonal posteriors through each layer's captured inputs and output gradients in the
+factors' eigenbases (``predictive.kronecker``; a Dense layer's Jacobian is rank one per
+class), otherwise (dense, block-diagonal, low-rank, e.g. last-layer posteriors) from the
+``C`` Jacobian rows over the selected parameters of ``chunk_size`` inputs at a time
+(``jax.jacrev``) and ``C`` structure solves per input.
 """
 
 from typing import NamedTuple
