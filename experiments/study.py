@@ -1,85 +1,102 @@
-"""The main job (interim): MAP vs MC dropout on the bundled digits, judged by calibration and
-out-of-distribution detection. The full study of both source documents replaces this module.
+"""The main job: every study of both source documents with one config, one report.
 
-Run ``python -m experiments.study [--out results/digits] [--quick]``.
+``python -m experiments.study [--quick] [--dataset digits] [--out results/<dataset>/]`` runs
+the toy2d notebook study, then, on the chosen data set (default: the bundled digits with photo
+patches and noise as OOD), fits the model family once and runs the landscape, calibration,
+OOD and adversarial studies on it. It writes ``report.md`` (every figure inline with what it
+shows, and the tables), ``figures/*.png``, ``metrics.json`` and ``config.json`` into the output
+folder; trained models and fitted curvature are cached under ``cache/`` there, so an
+interrupted run resumes.
 """
 
-import argparse
-from pathlib import Path
+from experiments import adversarial, calibration, common, family, landscape, ood, toy2d
 
-import jax
-import jax.numpy as jnp
-import optax
-
-from bnn_jax import calibration, data, io, models, ood, predictive, training, uncertainty
+STUDIES = ("toy2d", "landscape", "calibration", "ood", "adversarial")
 
 
 def get_config(quick: bool = False) -> dict:
-    """Settings of the study; ``quick`` shrinks training for a smoke run."""
-    return {
-        "dataset": "digits",
-        "seed": 0,
-        "widths": [256, 256],
-        "dropout_rate": 0.2,
-        "epochs": 10 if quick else 60,
-        "batch_size": 64,
-        "prior_prec": 1.0,
-        "num_samples": 30,
-    }
+    """One config for all studies: the family settings, each study's own keys, and the toy2d
+    study's config under ``"toy2d"``."""
+    config = family.default_config(quick)
+    for module in (landscape, calibration, ood, adversarial):
+        config |= module.get_config(quick)
+    return config | {"studies": list(STUDIES), "toy2d": toy2d.get_config(quick)}
+
+
+def _digits_config(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in ("studies", "toy2d")}
 
 
 def main(config: dict, out_dir) -> dict:
-    """Train one MLP with dropout, compare its MAP and MC-dropout predictives, write metrics."""
-    ds = data.load(config["dataset"], seed=config["seed"])
-    model = models.MLP(tuple(config["widths"]), ds.num_classes, dropout_rate=config["dropout_rate"])
-    key = jax.random.key(config["seed"])
-    result = training.train(
-        model,
-        ds.x_train,
-        ds.y_train,
-        key=key,
-        epochs=config["epochs"],
-        batch_size=config["batch_size"],
-        optimizer=optax.adam(1e-3),
-        prior_prec=config["prior_prec"],
-        validation=(ds.x_val, ds.y_val),
+    """Run the studies of ``config["studies"]``; returns the metrics written to metrics.json."""
+    defaults = get_config()
+    common.check_config(config, defaults, choices=family.CHOICES | {"studies": STUDIES})
+    studies = config["studies"]
+    report = common.Report(out_dir, f"bnn_jax study: {config['dataset']}")
+    report.text(
+        "Every figure of the two source documents, reproduced with this library: the MC "
+        "dropout / BALD notebook on its 2D toy problem, and the Laplace-approximation blog post "
+        "(loss landscape, calibration, out-of-distribution detection, FGSM) on "
+        f"{config['dataset']}. Numbers are measured by this run (seed {config['seed']})."
     )
-    params = result.variables["params"]
-    map_fn = models.make_apply_fn(model, result.variables)
-    dropout_fn = models.make_dropout_apply_fn(model, result.variables)
-    keys = jax.random.split(jax.random.fold_in(key, 1), config["num_samples"])
-
-    def sample_log_probs(name, x):
-        if name == "map":
-            return jax.nn.log_softmax(map_fn(params, x))[None]
-        return predictive.sample_log_probs(lambda k, xb: dropout_fn(params, xb, k), keys, x)
-
-    patches = data.load_ood(ds, "patches", seed=config["seed"])
-    metrics = {}
-    for name in ("map", "mc_dropout"):
-        samples = sample_log_probs(name, jnp.asarray(ds.x_test))
-        log_probs = uncertainty.mean_log_probs(samples)
-        scores_in = uncertainty.predictive_entropy(samples)
-        scores_out = uncertainty.predictive_entropy(sample_log_probs(name, jnp.asarray(patches)))
-        metrics[name] = {
-            "accuracy": float(calibration.accuracy(log_probs, ds.y_test)),
-            "nll": float(calibration.nll(log_probs, ds.y_test)),
-            "ece": float(calibration.ece(log_probs, ds.y_test)),
-            "auroc_entropy_patches": float(ood.auroc(scores_in, scores_out)),
+    metrics: dict = {}
+    if "toy2d" in studies:
+        metrics["toy2d"] = toy2d.run(config["toy2d"], out_dir, report)
+    digits_studies = [s for s in studies if s != "toy2d"]
+    if digits_studies:
+        digits = _digits_config(config)
+        for module in (landscape, calibration, ood, adversarial):
+            common.check_config(
+                {k: v for k, v in digits.items() if k in module.get_config()}, module.get_config()
+            )
+        fitted = family.fit_family(digits, out_dir)
+        ds = fitted.dataset
+        predictions = None
+        if {"calibration", "ood"} & set(studies):
+            inputs = {"test": ds.x_test} | ood.ood_inputs(digits, ds)
+            predictions = family.predict(fitted, inputs)
+        select = lambda module: {k: v for k, v in digits.items() if k in module.get_config()}
+        if "landscape" in studies:
+            metrics["landscape"] = landscape.run(select(landscape), out_dir, report, fitted)
+        if "calibration" in studies:
+            metrics["calibration"] = calibration.run(
+                select(calibration), out_dir, report, fitted, predictions
+            )
+        if "ood" in studies:
+            metrics["ood"] = ood.run(select(ood), out_dir, report, fitted, predictions)
+        if "adversarial" in studies:
+            metrics["adversarial"] = adversarial.run(select(adversarial), out_dir, report, fitted)
+        metrics["methods"] = _method_summary(config, metrics)
+        metrics["laplace"] = {
+            m.name: {k: v for k, v in m.tuned.items() if "scale" in v} for m in fitted.members
         }
-    out_dir = Path(out_dir)
-    io.write_json(out_dir / "config.json", config, overwrite=True)
-    io.write_json(out_dir / "metrics.json", metrics, overwrite=True)
+    common.write_results(out_dir, config, metrics)
+    report.write()
     return metrics
 
 
+def _method_summary(config: dict, metrics: dict) -> dict:
+    """``metrics["methods"][name]`` for the reference member: accuracy, NLL, Brier, ECE, MCE,
+    OOD detection per set and the FGSM sweep."""
+    ref, out = config["reference"], {}
+    for name in config["methods"]:
+        entry: dict = {}
+        if "calibration" in metrics:
+            scores = metrics["calibration"]["family"][ref][name]
+            entry |= {k: scores[k] for k in ("accuracy", "nll", "brier", "ece", "mce")}
+        if "ood" in metrics:
+            entry["ood"] = {
+                s: {k: v[k] for k in ("auroc_entropy", "auroc_bald", "fpr95_entropy")}
+                for s, v in metrics["ood"]["family"][ref][name].items()
+            }
+        if "adversarial" in metrics:
+            sweep = metrics["adversarial"][name]
+            entry["fgsm"] = {
+                k: sweep[k] for k in ("eps", "accuracy", "entropy", "nll", "ece", "bald")
+            }
+        out[name] = entry
+    return out
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=None, help="output folder (default results/<dataset>)")
-    parser.add_argument("--quick", action="store_true", help="small settings for a smoke run")
-    args = parser.parse_args()
-    cfg = get_config(args.quick)
-    out = args.out or f"results/{cfg['dataset']}"
-    for method, values in main(cfg, out).items():
-        print(method, {k: round(v, 4) for k, v in values.items()})
-    print(f"wrote {out}/metrics.json")
+    common.cli(__doc__.splitlines()[0], get_config, main, default_dataset="digits")

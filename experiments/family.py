@@ -1,0 +1,332 @@
+"""The model family of the blog's calibration, OOD and attack studies, with every method fitted.
+
+The post compares networks of growing depth (DenseNet and ResNet families on ImageNet); here the
+family is scaled to the bundled data: MLPs of growing depth and width (and optionally LeNet-5).
+By default (``num_train="auto"``) the networks are trained on 270 of the 1078 training digits,
+without weight decay, until they are overconfident: with all 1078 they reach ~98.5% test
+accuracy and an overconfident model's ECE is bounded by its error rate, so on 359 test digits
+every method's ECE is ~0.01 and the differences are noise; at ~95% accuracy calibration is
+measurable, the regime of the post's ImageNet models. Validation and test splits are unchanged.
+For each member: a MAP network ("SGD" in the post) and from it diagonal and KFAC Laplace
+posteriors (MC Fisher with one sampled label, the post's choice; (N, tau) searched on the
+validation split) and temperature scaling; a network trained with dropout (MC dropout); a
+Concrete Dropout network; a deep ensemble. Trained models and fitted curvature are cached by a
+hash of their settings.
+"""
+
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bnn_jax import (
+    calibration,
+    curvature,
+    data,
+    dropout,
+    ensembles,
+    laplace,
+    losses,
+    models,
+    training,
+)
+from experiments import common
+from experiments import methods as predictors
+
+METHODS = (
+    "map",
+    "diag_laplace",
+    "kfac_laplace",
+    "mc_dropout",
+    "concrete_dropout",
+    "ensemble",
+    "temperature",
+)
+ARCHITECTURES = ("mlp", "lenet")
+OBJECTIVES = {
+    "nll": calibration.nll,
+    "ece": calibration.ece,
+    "error_plus_ece": laplace.error_plus_ece,
+}
+
+
+def default_config(quick: bool = False) -> dict:
+    """Settings of the family and its methods (shared by the digits studies)."""
+    return {
+        "dataset": "digits",
+        "seed": 0,
+        "num_train": "auto",
+        "family": [
+            {"name": "mlp-1x128", "architecture": "mlp", "widths": [128]},
+            {"name": "mlp-2x256", "architecture": "mlp", "widths": [256, 256]},
+            {"name": "mlp-3x512", "architecture": "mlp", "widths": [512, 512, 512]},
+        ][: 2 if quick else 3],
+        "reference": "mlp-2x256",
+        "epochs": 30 if quick else 100,
+        "batch_size": 64,
+        "learning_rate": 3e-3,
+        "prior_prec": 0.0,
+        "dropout_rate": 0.2,
+        "concrete_length_scale": 1e-2,
+        "num_members": 3 if quick else 5,
+        "num_samples": 10 if quick else 30,
+        "chunk_size": 10,
+        "fisher_samples": 1,
+        "tuning_objective": "nll",
+        "prior_prec_grid": [1e-1, 1e4, 6 if quick else 11],
+        "scale_grid": [1.0, 100.0, 3 if quick else 5],
+        "methods": list(METHODS),
+    }
+
+
+AUTO_NUM_TRAIN = {"digits": 270}
+"""``num_train="auto"``: 270 training digits (see the module docstring), all data otherwise."""
+
+CHOICES = {"methods": METHODS, "tuning_objective": tuple(OBJECTIVES)}
+
+
+class Member(NamedTuple):
+    """One trained family member: its predictors and what was tuned."""
+
+    name: str
+    model: object
+    variables: dict
+    predictors: dict[str, predictors.Predictor]
+    posteriors: dict[str, laplace.Posterior]
+    tuned: dict[str, dict]
+
+
+class Family(NamedTuple):
+    dataset: data.Dataset
+    members: list[Member]
+
+
+def _model(spec: dict, num_classes: int, dropout_rate: float = 0.0):
+    if spec["architecture"] not in ARCHITECTURES:
+        raise ValueError(
+            f"config['family']: unknown architecture {spec['architecture']!r}; "
+            f"expected one of {ARCHITECTURES}"
+        )
+    if spec["architecture"] == "lenet":
+        return models.LeNet5(num_classes, dropout_rate=dropout_rate, conv2_padding="SAME")
+    return models.MLP(tuple(spec["widths"]), num_classes, dropout_rate=dropout_rate)
+
+
+def _train_settings(config, spec, name, **extra):
+    keys = ("dataset", "seed", "num_train", "epochs", "batch_size", "learning_rate", "prior_prec")
+    return {k: config[k] for k in keys} | {"spec": spec, "name": name} | extra
+
+
+def _train(config, ds, cache, spec, name, model, key, **kwargs):
+    settings = _train_settings(config, spec, name, model=repr(model))
+    settings |= {k: v for k, v in kwargs.items() if isinstance(v, int | float)}
+    run = lambda: training.train(
+        model,
+        ds.x_train,
+        ds.y_train,
+        key=key,
+        epochs=config["epochs"],
+        batch_size=config["batch_size"],
+        optimizer=optax.adam(config["learning_rate"]),
+        progress=False,
+        **kwargs,
+    )
+    return common.train_cached(
+        cache,
+        f"{spec['name']}-{name}",
+        settings,
+        run,
+        lambda: models.init(model, key, ds.input_shape),
+    )
+
+
+def _laplace(config, ds, cache, spec, method, model, variables, key):
+    """Fit the structure of ``method`` at the MAP and choose (N, tau) on the validation split."""
+    apply_fn, params = predictors.map_apply_fn(model, variables)
+    lik = losses.categorical()
+    factory = predictors.LAPLACE_STRUCTURES[method](ds.input_shape)
+    curv = factory(apply_fn, lik, fisher=curvature.mc_fisher(num_samples=config["fisher_samples"]))
+    fit = lambda: laplace.fit(
+        curv,
+        params,
+        data.Batches(ds.x_train, ds.y_train, 256),
+        apply_fn=apply_fn,
+        likelihood=lik,
+        key=key,
+        prior_prec=config["prior_prec"],
+        progress=False,
+    )
+    settings = _train_settings(config, spec, method, fisher_samples=config["fisher_samples"])
+    posterior = common.laplace_cached(
+        cache,
+        f"{spec['name']}-{method}",
+        settings,
+        fit,
+        curvature=curv,
+        params=params,
+        apply_fn=apply_fn,
+        likelihood=lik,
+    )
+    objective = laplace.validation_objective(
+        OBJECTIVES[config["tuning_objective"]],
+        ds.x_val,
+        ds.y_val,
+        key=jax.random.fold_in(key, 1),
+        num_samples=config["num_samples"],
+        chunk_size=config["chunk_size"],
+    )
+    result = laplace.search(
+        posterior,
+        objective,
+        prior_prec=np.geomspace(*config["prior_prec_grid"]),
+        scale=np.geomspace(*config["scale_grid"]),
+        chunk_size=4,
+    )
+    posterior = result.posterior
+    tuned = {
+        "scale": float(posterior.scale),
+        "prior_prec": float(posterior.prior_prec),
+        "N": float(posterior.scale) * len(ds.x_train),
+        "objective": float(result.value[result.best]),
+    }
+    return posterior, tuned
+
+
+def fit_member(config: dict, ds: data.Dataset, spec: dict, cache: Path, key) -> Member:
+    """Train and fit every method of ``config["methods"]`` for one family member."""
+    keys = jax.random.split(key, 8)
+    wanted, chunk = set(config["methods"]), config["chunk_size"]
+    model = _model(spec, ds.num_classes)
+    out, posteriors, tuned = {}, {}, {}
+    trained = _train(
+        config, ds, cache, spec, "map", model, keys[0], prior_prec=config["prior_prec"]
+    )
+    apply_fn, params = predictors.map_apply_fn(model, trained.variables)
+    out["map"] = predictors.deterministic(apply_fn, params)
+    for method in sorted(wanted & set(predictors.LAPLACE_STRUCTURES)):
+        post, tuned[method] = _laplace(
+            config, ds, cache, spec, method, model, trained.variables, keys[1]
+        )
+        posteriors[method] = post
+        out[method] = predictors.laplace_posterior(
+            post, keys[2], config["num_samples"], chunk_size=chunk
+        )
+    if "temperature" in wanted:
+        temperature = float(
+            calibration.fit_temperature(apply_fn(params, jnp.asarray(ds.x_val)), ds.y_val)
+        )
+        tuned["temperature"] = {"temperature": temperature}
+        out["temperature"] = predictors.deterministic(apply_fn, params, temperature=temperature)
+    if "mc_dropout" in wanted:
+        drop_model = _model(spec, ds.num_classes, config["dropout_rate"])
+        result = _train(
+            config,
+            ds,
+            cache,
+            spec,
+            "mc_dropout",
+            drop_model,
+            keys[3],
+            prior_prec=config["prior_prec"],
+        )
+        out["mc_dropout"] = predictors.mc_dropout(
+            drop_model, result.variables, keys[4], config["num_samples"], chunk_size=chunk
+        )
+    if "concrete_dropout" in wanted:
+        out["concrete_dropout"], tuned["concrete_dropout"] = _concrete(
+            config, ds, cache, spec, keys[5], keys[4]
+        )
+    if "ensemble" in wanted:
+        out["ensemble"] = _ensemble(config, ds, cache, spec, model, keys[6])
+    out = {name: out[name] for name in config["methods"]}
+    return Member(spec["name"], model, trained.variables, out, posteriors, tuned)
+
+
+def _concrete(config, ds, cache, spec, train_key, mask_key):
+    """Concrete Dropout around every hidden Dense layer after the first, with the guidance
+    ``wr = l^2 / (tau N)``, ``dr = 2 / (tau N)`` (tau = 1: the model precision of a classifier)."""
+    if spec["architecture"] != "mlp":
+        raise ValueError("config['methods']: concrete_dropout is built for the MLP family members")
+    n = len(ds.x_train)
+    model = models.ConcreteDropoutMLP(
+        tuple(spec["widths"]),
+        ds.num_classes,
+        weight_regularizer=config["concrete_length_scale"] ** 2 / n,
+        dropout_regularizer=2.0 / n,
+    )
+    rates = lambda v: {k: float(p) for k, p in dropout.concrete_rates(v["params"]).items()}
+    result = _train(
+        config, ds, cache, spec, "concrete_dropout", model, train_key, epoch_metrics=rates
+    )
+    final = {k: float(v[-1]) for k, v in result.history.items() if "concrete" in k}
+    predictor = predictors.mc_dropout(
+        model, result.variables, mask_key, config["num_samples"], chunk_size=config["chunk_size"]
+    )
+    return predictor, {"rates": final}
+
+
+def _ensemble(config, ds, cache, spec, model, key):
+    settings = _train_settings(
+        config, spec, "ensemble", num_members=config["num_members"], model=repr(model)
+    )
+    run = lambda: ensembles.train_ensemble(
+        model,
+        ds.x_train,
+        ds.y_train,
+        key=key,
+        num_members=config["num_members"],
+        epochs=config["epochs"],
+        batch_size=config["batch_size"],
+        optimizer=optax.adam(config["learning_rate"]),
+        prior_prec=config["prior_prec"],
+    )
+    target = lambda: ensembles.stack(
+        [
+            models.init(model, k, ds.input_shape)
+            for k in jax.random.split(key, config["num_members"])
+        ]
+    )
+    result = common.train_cached(cache, f"{spec['name']}-ensemble", settings, run, target)
+    return predictors.ensemble(model, result.variables, chunk_size=config["chunk_size"])
+
+
+def fit_family(config: dict, out_dir) -> Family:
+    """Load the data set and fit every member of ``config["family"]`` (cached under
+    ``out_dir/cache``)."""
+    names = [spec["name"] for spec in config["family"]]
+    if config["reference"] not in names:
+        raise ValueError(
+            f"config['reference']: {config['reference']!r} is not a family member {names}"
+        )
+    num_train = config["num_train"]
+    if num_train == "auto":
+        num_train = AUTO_NUM_TRAIN.get(config["dataset"])
+    ds = data.load(config["dataset"], seed=config["seed"], num_train=num_train)
+    key, cache = jax.random.key(config["seed"]), Path(out_dir) / "cache"
+    members = [
+        fit_member(config, ds, spec, cache, jax.random.fold_in(key, i))
+        for i, spec in enumerate(config["family"])
+    ]
+    return Family(ds, members)
+
+
+def reference(family: Family, config: dict) -> Member:
+    """The member whose numbers stand for each method in ``metrics["methods"]``."""
+    return next(m for m in family.members if m.name == config["reference"])
+
+
+def predict(family: Family, inputs: dict[str, np.ndarray]) -> dict:
+    """Predictive samples ``{member: {method: {set name: [T, n, C] numpy}}}`` of every method on
+    every named input set (computed once and shared by the calibration and OOD studies)."""
+    out = {}
+    for member in family.members:
+        out[member.name] = {
+            method: {
+                name: np.asarray(p.sample_log_probs(jnp.asarray(x))) for name, x in inputs.items()
+            }
+            for method, p in member.predictors.items()
+        }
+    return out
