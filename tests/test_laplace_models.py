@@ -56,15 +56,13 @@ def test_lenet_on_digits_fit_tune_predict(lenet_digits, name):
     assert map_acc > 0.5  # the MAP is trained
     post = _fit(name, apply_fn, params, ds.x_train[:256], ds.y_train[:256])
     if name == "kfac":
-        tuned, trace = laplace.optimize_marglik(post, steps=20, learning_rate=0.2)
-        assert trace.log_marglik[-1] > trace.log_marglik[0]
-        # The evidence's tau leaves the MC predictive of the full network near chance here
-        # (a known weakness); the post tunes (N, tau) on validation data instead.
+        # The evidence's tau (about 4 here) leaves the MC predictive of the full network near
+        # chance (a known weakness); the post tunes (N, tau) on validation data instead.
         objective = laplace.validation_objective(
             laplace.error_plus_ece, ds.x_val[:64], ds.y_val[:64], key=_key(2), num_samples=4
         )
         grid = {"prior_prec": np.geomspace(1.0, 1e4, 5), "scale": [1.0, 100.0]}
-        post = laplace.search(tuned, objective, **grid).posterior
+        post = laplace.search(post, objective, **grid).posterior
     else:
         post = post.replace(prior_prec=jnp.asarray(1e3, jnp.float32))
     lp = predictive.laplace_log_probs(post, x_test, key=_key(3), num_samples=6, chunk_size=3)
@@ -79,8 +77,8 @@ def test_resnet_with_batchnorm_kfac_and_diagonal():
     model = models.ResNet(depth=8, width=4, num_outputs=10)
     variables = models.init(model, jax.random.key(0), (8, 8, 1))
     apply_fn = models.make_apply_fn(model, variables)
-    x = jax.random.uniform(jax.random.key(1), (128, 8, 8, 1))
-    y = jax.random.randint(jax.random.key(2), (128,), 0, 10)
+    x = jax.random.uniform(jax.random.key(1), (64, 8, 8, 1))
+    y = jax.random.randint(jax.random.key(2), (64,), 0, 10)
     diagonal = _fit("diagonal", apply_fn, variables["params"], x, y)
     assert np.all(diagonal.state.diagonal["BatchNorm_0"]["scale"] > 0)
     kfac = _fit("kfac", apply_fn, variables["params"], x, y)
