@@ -23,9 +23,20 @@ class SharedNet(nn.Module):
         return dense(jnp.tanh(dense(h))).reshape(h.shape[0], -1)
 
 
+def _captured(apply_fn, params, x, cotangent):
+    """Inputs and output gradients from ``capture``, jitted (op-by-op dispatch is slower)."""
+
+    @jax.jit
+    def run(params, x, cotangent):
+        cap = capture(apply_fn, params, x)
+        return cap.inputs, cap.backward(cotangent)
+
+    return run(params, x, cotangent)
+
+
 def _setup(model, shape, batch=3):
     x = jax.random.normal(jax.random.key(1), (batch, *shape), jnp.float64)
-    variables = model.init(jax.random.key(0), x)
+    variables = jax.jit(model.init)(jax.random.key(0), x)
     variables = jax.tree.map(lambda a: a.astype(jnp.float64), variables)
     return (lambda p, inputs: model.apply({**variables, "params": p}, inputs)), variables, x
 
@@ -48,24 +59,24 @@ def test_capture_dense_inputs_and_output_gradients_match_manual_mlp(x64):
     model = models.MLP(widths=(4,), num_outputs=3, activation=jnp.tanh)
     apply_fn, variables, x = _setup(model, (5,))
     p = variables["params"]
-    cap = capture(apply_fn, p, x)
     cotangent = jax.random.normal(jax.random.key(2), (3, 3), jnp.float64)
-    grads = cap.backward(cotangent)
+    inputs, grads = _captured(apply_fn, p, x, cotangent)
     # manual forward
     w0, b0 = p["Dense_0"]["kernel"], p["Dense_0"]["bias"]
     w1 = p["Dense_1"]["kernel"]
     pre = x @ w0 + b0
     h = jnp.tanh(pre)
-    np.testing.assert_allclose(cap.inputs[("Dense_0",)][:, 0], x)
-    np.testing.assert_allclose(cap.inputs[("Dense_1",)][:, 0], h)
+    np.testing.assert_allclose(inputs[("Dense_0",)][:, 0], x)
+    np.testing.assert_allclose(inputs[("Dense_1",)][:, 0], h)
     np.testing.assert_allclose(grads[("Dense_1",)][:, 0], cotangent)
     np.testing.assert_allclose(grads[("Dense_0",)][:, 0], (cotangent @ w1.T) * (1 - h**2))
     # the weight gradient is sum_t a_t b_t^T
-    kernel_grad = jax.grad(
-        lambda k: jnp.sum(cotangent * apply_fn({**p, "Dense_0": {**p["Dense_0"], "kernel": k}}, x))
-    )(w0)
+    loss = lambda k: jnp.sum(
+        cotangent * apply_fn({**p, "Dense_0": {**p["Dense_0"], "kernel": k}}, x)
+    )
+    kernel_grad = jax.jit(jax.grad(loss))(w0)
     np.testing.assert_allclose(
-        jnp.einsum("bti,bto->io", cap.inputs[("Dense_0",)], grads[("Dense_0",)]), kernel_grad
+        jnp.einsum("bti,bto->io", inputs[("Dense_0",)], grads[("Dense_0",)]), kernel_grad
     )
 
 
@@ -75,8 +86,9 @@ def test_capture_conv_patches_and_shared_dense(x64):
     layers = find_layers(apply_fn, p, x)
     # the grouped convolution is not captured; the shared Dense is found once
     assert [layer.path for layer in layers] == [("Conv_0",), ("Dense_0",)]
-    cap = capture(apply_fn, p, x)
-    a = cap.inputs[("Conv_0",)]
+    cotangent = jax.random.normal(jax.random.key(3), (3, 18), jnp.float64)
+    inputs, grads = _captured(apply_fn, p, x, cotangent)
+    a = inputs[("Conv_0",)]
     assert a.shape == (3, 9, 18)
     # reference patches: circular padding by hand, then lax patches reordered to (kh, kw, c)
     padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="wrap")
@@ -86,17 +98,14 @@ def test_capture_conv_patches_and_shared_dense(x64):
     ref = ref.reshape(3, 3, 3, 2, 3, 3).transpose(0, 1, 2, 4, 5, 3).reshape(3, 9, 18)
     np.testing.assert_allclose(a, ref, atol=1e-12)
     # weight sharing: positions of both calls are concatenated; gradients sum over them
-    assert cap.inputs[("Dense_0",)].shape == (3, 18, 2)
-    cotangent = jax.random.normal(jax.random.key(3), (3, 18), jnp.float64)
-    grads = cap.backward(cotangent)
+    assert inputs[("Dense_0",)].shape == (3, 18, 2)
     for path in [("Conv_0",), ("Dense_0",)]:
         kernel = p[path[0]]["kernel"]
-        ref_grad = jax.grad(
-            lambda k, path=path: jnp.sum(
-                cotangent * apply_fn({**p, path[0]: {**p[path[0]], "kernel": k}}, x)
-            )
-        )(kernel)
-        got = jnp.einsum("bti,bto->io", cap.inputs[path], grads[path])
+        loss = lambda k, m=path[0]: jnp.sum(
+            cotangent * apply_fn({**p, m: {**p[m], "kernel": k}}, x)
+        )
+        ref_grad = jax.jit(jax.grad(loss))(kernel)
+        got = jnp.einsum("bti,bto->io", inputs[path], grads[path])
         np.testing.assert_allclose(got, ref_grad.reshape(got.shape), atol=1e-12)
 
 
