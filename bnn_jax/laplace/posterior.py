@@ -14,6 +14,7 @@ likelihood) as static fields, so ``jax.jit``, ``jax.grad`` and ``jax.vmap`` (e.g
 ``prior_prec``) work on posteriors directly.
 """
 
+import functools
 from collections.abc import Iterable
 
 import flax.struct
@@ -93,6 +94,15 @@ def _check_subset(curvature: Curvature, subset: Subset, state, params: Params) -
         )
 
 
+@functools.partial(jax.jit, static_argnames=("curvature", "apply_fn", "likelihood"))
+def _fit_step(state, nll_sum, finite, params, batch, key, *, curvature, apply_fn, likelihood):
+    """One batch: curvature update, summed NLL at the MAP, finiteness of the inputs. Compiled
+    once per (curvature, apply_fn, likelihood) and batch shape, across ``fit`` calls."""
+    state = curvature.update(state, params, batch, key)
+    nll = jnp.sum(likelihood.nll(apply_fn(params, batch.x), batch.y)).astype(nll_sum.dtype)
+    return state, nll_sum + nll, finite & jnp.all(jnp.isfinite(batch.x))
+
+
 def fit(
     curvature: Curvature,
     params: Params,
@@ -142,13 +152,9 @@ def fit(
     state = curvature.init(params)
     _check_subset(curvature, subset, state, params)
 
-    def step(state, nll_sum, finite, params, batch, key):
-        state = curvature.update(state, params, batch, key)
-        outputs = apply_fn(params, batch.x)
-        nll_sum = nll_sum + jnp.sum(likelihood.nll(outputs, batch.y)).astype(dtype)
-        return state, nll_sum, finite & jnp.all(jnp.isfinite(batch.x))
-
-    step = jax.jit(step)
+    step = functools.partial(
+        _fit_step, curvature=curvature, apply_fn=apply_fn, likelihood=likelihood
+    )
     finalize = jax.jit(curvature.finalize)
     total = curvature.num_passes * len(batches) if hasattr(batches, "__len__") else None
     bar = tqdm(total=total, desc="laplace.fit", disable=not progress, leave=False)
