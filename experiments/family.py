@@ -85,7 +85,21 @@ def default_config(quick: bool = False) -> dict:
 AUTO_NUM_TRAIN = {"digits": 270}
 """``num_train="auto"``: 270 training digits (see the module docstring), all data otherwise."""
 
-CHOICES = {"methods": METHODS, "tuning_objective": tuple(OBJECTIVES)}
+CHOICES = {
+    "methods": METHODS,
+    "tuning_objective": tuple(OBJECTIVES),
+    "dataset": data.DATASETS,
+}
+
+
+def check(config: dict) -> None:
+    """Validate the family settings before anything runs (names and choices)."""
+    common.check_config(config, default_config(), choices=CHOICES)
+    names = [spec["name"] for spec in config["family"]]
+    if config["reference"] not in names:
+        raise ValueError(
+            f"config['reference']: {config['reference']!r} is not a family member {names}"
+        )
 
 
 class Member(NamedTuple):

@@ -32,6 +32,9 @@ def main(config: dict, out_dir) -> dict:
     defaults = get_config()
     common.check_config(config, defaults, choices=family.CHOICES | {"studies": STUDIES})
     studies = config["studies"]
+    if set(studies) - {"toy2d"}:
+        keys = family.default_config()
+        family.check({k: v for k, v in config.items() if k in keys})
     report = common.Report(out_dir, f"bnn_jax study: {config['dataset']}")
     report.text(
         "Every figure of the two source documents, reproduced with this library: the MC "
