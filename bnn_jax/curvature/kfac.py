@@ -18,6 +18,14 @@ Precision per layer block, by the factory's ``prior``:
 
 Other parameters: ``scale d + tau`` under both priors. ``to_dense`` returns ``C`` (the
 blocks ``A ⊗ G`` and ``diag(d)``), without the prior.
+
+Per-layer access (e.g. a linearised predictive through the Kronecker structure): block ``i``
+is ``state.structure.blocks[i]`` (``.layer.path``, ``.with_bias``, ``.rows``, ``.cols``) with
+eigenpairs ``state.factors[i].a_eigenvalues``, ``.a_eigenvectors``, ``.g_eigenvalues``,
+``.g_eigenvectors``; ``blocks.to_blocks``/``blocks.from_blocks`` convert a parameter pytree to
+the block matrices ``W = [kernel.reshape(d_in, d_out); bias]`` and back, and
+``capture.capture`` gives the layer inputs ``a`` and output gradients ``b`` of new inputs
+(the Jacobian of output ``k`` for block ``i`` is ``sum_t [a_t, 1] b_kt^T``).
 """
 
 from typing import NamedTuple
