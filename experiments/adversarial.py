@@ -111,12 +111,12 @@ def _as_lists(result: attacks.SweepResult) -> dict:
     return out
 
 
-def main(config: dict, out_dir) -> dict:
-    report = common.Report(out_dir, "bnn_jax: adversarial study")
-    metrics = {"adversarial": run(config, out_dir, report)}
-    common.write_results(out_dir, config, metrics)
-    report.write()
-    return metrics
+def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
+    """Run this study alone: ``report.md``, ``metrics.json``, ``config.json`` and figures in
+    ``out_dir``."""
+    return common.run_alone(
+        "bnn_jax: adversarial study", "adversarial", run, config, out_dir, overwrite=overwrite
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ DIAG and KFAC Laplace, MC and Concrete Dropout, a deep ensemble and temperature 
 Run ``python -m experiments.calibration [--quick] [--out results/digits-calibration]``.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -97,19 +98,49 @@ def run(config: dict, out_dir, report: common.Report, fitted=None, predictions=N
             if "scale" in t
         ],
     )
+    intervals = {}
     if "kfac_laplace" in methods and "map" in methods:
-        report.text(_kfac_verdict(table))
-    return {"family": table, "tuned": {mem.name: mem.tuned for mem in fitted.members}}
+        intervals = {
+            member: ece_difference_interval(
+                mean_lp(by_method["map"]),
+                mean_lp(by_method["kfac_laplace"]),
+                ds.y_test,
+                num_bins=bins,
+                seed=config["seed"],
+            )
+            for member, by_method in predictions.items()
+        }
+        report.text(_kfac_verdict(table, intervals))
+    return {
+        "family": table,
+        "tuned": {mem.name: mem.tuned for mem in fitted.members},
+        "kfac_minus_map_ece_interval": intervals,
+    }
 
 
-def _kfac_verdict(table) -> str:
+def ece_difference_interval(
+    lp_a, lp_b, labels, *, num_bins: int, seed: int, num_resamples: int = 500
+) -> list[float]:
+    """Central 90% interval of ``ECE(b) - ECE(a)`` under a paired bootstrap of the test set
+    (the same resampled inputs for both predictives): how much of a difference is noise."""
+    n = lp_a.shape[0]
+    idx = jax.random.randint(jax.random.key(seed), (num_resamples, n), 0, n)
+    y = jnp.asarray(labels)
+    ece = lambda lp, i: calibration.ece(lp[i], y[i], num_bins=num_bins)
+    diff = jax.vmap(lambda i: ece(lp_b, i) - ece(lp_a, i))(idx)
+    return [float(v) for v in jnp.quantile(diff, jnp.array([0.05, 0.95]))]
+
+
+def _kfac_verdict(table, intervals) -> str:
     lines = []
     for member, rows in table.items():
         d_ece = rows["kfac_laplace"]["ece"] - rows["map"]["ece"]
         d_acc = 100 * (rows["kfac_laplace"]["accuracy"] - rows["map"]["accuracy"])
+        low, high = intervals[member]
         lines.append(
             f"{member}: ECE {rows['map']['ece']:.4f} -> {rows['kfac_laplace']['ece']:.4f} "
-            f"({d_ece:+.4f}), accuracy {d_acc:+.2f} points"
+            f"({d_ece:+.4f}; paired-bootstrap 90% interval [{low:+.4f}, {high:+.4f}]), "
+            f"accuracy {d_acc:+.2f} points"
         )
     ok = all(
         rows["kfac_laplace"]["ece"] < rows["map"]["ece"]
@@ -123,12 +154,12 @@ def _kfac_verdict(table) -> str:
     )
 
 
-def main(config: dict, out_dir) -> dict:
-    report = common.Report(out_dir, "bnn_jax: calibration study")
-    metrics = {"calibration": run(config, out_dir, report)}
-    common.write_results(out_dir, config, metrics)
-    report.write()
-    return metrics
+def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
+    """Run this study alone: ``report.md``, ``metrics.json``, ``config.json`` and figures in
+    ``out_dir``."""
+    return common.run_alone(
+        "bnn_jax: calibration study", "calibration", run, config, out_dir, overwrite=overwrite
+    )
 
 
 if __name__ == "__main__":

@@ -178,11 +178,36 @@ class Report:
         return io.write_bytes_atomic(self.out_dir / name, self.markdown().encode(), overwrite=True)
 
 
+def check_out_dir(out_dir, config: dict, *, overwrite: bool = False) -> None:
+    """Refuse to write over the results of a different config: raise ``FileExistsError`` if
+    ``out_dir/config.json`` exists and differs from ``config`` (rerunning the same config, e.g.
+    after an interruption, is allowed; ``overwrite=True`` replaces whatever is there)."""
+    path = Path(out_dir) / "config.json"
+    if overwrite or not path.exists():
+        return
+    if json.loads(path.read_text()) != json.loads(json.dumps(config, default=str)):
+        raise FileExistsError(
+            f"out_dir: {out_dir} holds the results of a different config; choose another "
+            "--out or pass --overwrite (overwrite=True) to replace them"
+        )
+
+
 def write_results(out_dir, config: dict, metrics: dict) -> None:
     """Write ``config.json`` and ``metrics.json`` atomically into ``out_dir``."""
     out_dir = Path(out_dir)
     io.write_json(out_dir / "config.json", config, overwrite=True)
     io.write_json(out_dir / "metrics.json", metrics, overwrite=True)
+
+
+def run_alone(title: str, name: str, run: Callable, config: dict, out_dir, *, overwrite=False):
+    """``main`` of a single study: ``run(config, out_dir, report)`` into its own report, then
+    ``{name: metrics}`` into ``metrics.json``; refuses to replace another config's results."""
+    check_out_dir(out_dir, config, overwrite=overwrite)
+    report = Report(out_dir, title)
+    metrics = {name: run(config, out_dir, report)}
+    write_results(out_dir, config, metrics)
+    report.write()
+    return metrics
 
 
 def cli(description: str, get_config: Callable, main: Callable, *, default_dataset: str) -> None:
@@ -197,6 +222,9 @@ def cli(description: str, get_config: Callable, main: Callable, *, default_datas
     parser.add_argument(
         "--seed", type=int, default=None, help="seed of data, training and sampling"
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace results of a different config in --out"
+    )
     args = parser.parse_args()
     config = get_config(quick=args.quick)
     if args.dataset is not None:
@@ -204,5 +232,5 @@ def cli(description: str, get_config: Callable, main: Callable, *, default_datas
     if args.seed is not None:
         config["seed"] = args.seed
     out = Path(args.out or f"results/{config.get('dataset', default_dataset)}")
-    main(config, out)
+    main(config, out, overwrite=args.overwrite)
     print(f"wrote {out / 'report.md'}")

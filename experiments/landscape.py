@@ -111,12 +111,12 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
     return metrics
 
 
-def main(config: dict, out_dir) -> dict:
-    report = common.Report(out_dir, "bnn_jax: loss landscape study")
-    metrics = {"landscape": run(config, out_dir, report)}
-    common.write_results(out_dir, config, metrics)
-    report.write()
-    return metrics
+def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
+    """Run this study alone: ``report.md``, ``metrics.json``, ``config.json`` and figures in
+    ``out_dir``."""
+    return common.run_alone(
+        "bnn_jax: loss landscape study", "landscape", run, config, out_dir, overwrite=overwrite
+    )
 
 
 if __name__ == "__main__":

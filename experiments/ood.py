@@ -124,12 +124,12 @@ def _verdict(table, sets) -> str:
     return f"KFAC-LA {verdict} the entropy AUROC over MAP: " + "; ".join(parts) + "."
 
 
-def main(config: dict, out_dir) -> dict:
-    report = common.Report(out_dir, "bnn_jax: out-of-distribution study")
-    metrics = {"ood": run(config, out_dir, report)}
-    common.write_results(out_dir, config, metrics)
-    report.write()
-    return metrics
+def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
+    """Run this study alone: ``report.md``, ``metrics.json``, ``config.json`` and figures in
+    ``out_dir``."""
+    return common.run_alone(
+        "bnn_jax: out-of-distribution study", "ood", run, config, out_dir, overwrite=overwrite
+    )
 
 
 if __name__ == "__main__":

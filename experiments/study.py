@@ -27,14 +27,16 @@ def _digits_config(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in ("studies", "toy2d")}
 
 
-def main(config: dict, out_dir) -> dict:
-    """Run the studies of ``config["studies"]``; returns the metrics written to metrics.json."""
+def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
+    """Run the studies of ``config["studies"]``; returns the metrics written to metrics.json.
+    Refuses an ``out_dir`` holding the results of a different config unless ``overwrite``."""
     defaults = get_config()
     common.check_config(config, defaults, choices=family.CHOICES | {"studies": STUDIES})
     studies = config["studies"]
     if set(studies) - {"toy2d"}:
         keys = family.default_config()
         family.check({k: v for k, v in config.items() if k in keys})
+    common.check_out_dir(out_dir, config, overwrite=overwrite)
     report = common.Report(out_dir, f"bnn_jax study: {config['dataset']}")
     report.text(
         "Every figure of the two source documents, reproduced with this library: the MC "

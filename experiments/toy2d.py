@@ -350,13 +350,12 @@ def run(config: dict, out_dir, report: common.Report) -> dict:
     return metrics
 
 
-def main(config: dict, out_dir) -> dict:
-    """Run the toy2d study alone: ``report.md``, ``metrics.json``, ``config.json``, figures."""
-    report = common.Report(out_dir, "bnn_jax: the 2D toy study")
-    metrics = {"toy2d": run(config, out_dir, report)}
-    common.write_results(out_dir, config, metrics)
-    report.write()
-    return metrics
+def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
+    """Run this study alone: ``report.md``, ``metrics.json``, ``config.json`` and figures in
+    ``out_dir``."""
+    return common.run_alone(
+        "bnn_jax: the 2D toy study", "toy2d", run, config, out_dir, overwrite=overwrite
+    )
 
 
 if __name__ == "__main__":

@@ -111,15 +111,18 @@ def test_each_study_runs_alone(tmp_path, module):
 def test_interrupted_run_resumes_to_the_same_metrics(tmp_path):
     """A run that stopped after fitting part of the family (its cache holds only the MAP
     network) and is started again ends with the metrics of an uninterrupted run, byte for
-    byte."""
+    byte; the results of a different config are never replaced silently."""
     config = _tiny(calibration, methods=["map", "diag_laplace"])
     calibration.main(config, tmp_path / "whole")
     partial = tmp_path / "partial"
     calibration.main(config | {"methods": ["map"]}, partial)
     assert len(list((partial / "cache").glob("*.msgpack"))) == 1
-    calibration.main(config, partial)
+    with pytest.raises(FileExistsError, match="different config"):
+        calibration.main(config, partial)
+    calibration.main(config, partial, overwrite=True)
     whole = (tmp_path / "whole" / "metrics.json").read_text()
     assert (partial / "metrics.json").read_text() == whole
+    calibration.main(config, partial)  # the same config again: allowed (resume)
 
 
 def test_bad_configs_fail_at_start_with_the_choices(tmp_path):
