@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnn_jax import io, laplace, training
+from bnn_jax import ensembles, io, laplace, models, training
 from bnn_jax.curvature import subset as subsets
 
 
@@ -78,6 +78,39 @@ def train_cached(
     io.save_checkpoint(stem.with_suffix(".msgpack"), result.variables, overwrite=True)
     io.write_json(history_path, result.history, overwrite=True)
     return result
+
+
+def train_model(
+    cache_dir: Path,
+    name: str,
+    settings: dict,
+    model,
+    ds,
+    *,
+    key,
+    optimizer,
+    epochs: int,
+    batch_size: int,
+    num_members: int | None = None,
+    **train_kwargs,
+) -> training.TrainResult:
+    """Train ``model`` (or a deep ensemble of ``num_members``) on ``ds``'s training split, cached
+    under ``name`` by ``settings`` plus the model, the member count and the numeric options."""
+    settings = settings | {"model": repr(model), "num_members": num_members}
+    settings |= {k: v for k, v in train_kwargs.items() if isinstance(v, int | float)}
+    options = dict(key=key, epochs=epochs, batch_size=batch_size, optimizer=optimizer)
+    if num_members is None:
+        run = lambda: training.train(
+            model, ds.x_train, ds.y_train, progress=False, **options, **train_kwargs
+        )
+        target = lambda: models.init(model, key, ds.input_shape)
+    else:
+        run = lambda: ensembles.train_ensemble(
+            model, ds.x_train, ds.y_train, num_members=num_members, **options, **train_kwargs
+        )
+        keys = jax.random.split(key, num_members)
+        target = lambda: ensembles.stack([models.init(model, k, ds.input_shape) for k in keys])
+    return train_cached(cache_dir, name, settings, run, target)
 
 
 def laplace_cached(

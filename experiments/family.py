@@ -27,11 +27,9 @@ from bnn_jax import (
     curvature,
     data,
     dropout,
-    ensembles,
     laplace,
     losses,
     models,
-    training,
 )
 from experiments import common
 from experiments import methods as predictors
@@ -135,25 +133,17 @@ def _train_settings(config, spec, name, **extra):
 
 
 def _train(config, ds, cache, spec, name, model, key, **kwargs):
-    settings = _train_settings(config, spec, name, model=repr(model))
-    settings |= {k: v for k, v in kwargs.items() if isinstance(v, int | float)}
-    run = lambda: training.train(
-        model,
-        ds.x_train,
-        ds.y_train,
-        key=key,
-        epochs=config["epochs"],
-        batch_size=config["batch_size"],
-        optimizer=optax.adam(config["learning_rate"]),
-        progress=False,
-        **kwargs,
-    )
-    return common.train_cached(
+    return common.train_model(
         cache,
         f"{spec['name']}-{name}",
-        settings,
-        run,
-        lambda: models.init(model, key, ds.input_shape),
+        _train_settings(config, spec, name),
+        model,
+        ds,
+        key=key,
+        optimizer=optax.adam(config["learning_rate"]),
+        epochs=config["epochs"],
+        batch_size=config["batch_size"],
+        **kwargs,
     )
 
 
@@ -283,27 +273,17 @@ def _concrete(config, ds, cache, spec, train_key, mask_key):
 
 
 def _ensemble(config, ds, cache, spec, model, key):
-    settings = _train_settings(
-        config, spec, "ensemble", num_members=config["num_members"], model=repr(model)
-    )
-    run = lambda: ensembles.train_ensemble(
+    result = _train(
+        config,
+        ds,
+        cache,
+        spec,
+        "ensemble",
         model,
-        ds.x_train,
-        ds.y_train,
-        key=key,
+        key,
         num_members=config["num_members"],
-        epochs=config["epochs"],
-        batch_size=config["batch_size"],
-        optimizer=optax.adam(config["learning_rate"]),
         prior_prec=config["prior_prec"],
     )
-    target = lambda: ensembles.stack(
-        [
-            models.init(model, k, ds.input_shape)
-            for k in jax.random.split(key, config["num_members"])
-        ]
-    )
-    result = common.train_cached(cache, f"{spec['name']}-ensemble", settings, run, target)
     return predictors.ensemble(model, result.variables, chunk_size=config["chunk_size"])
 
 

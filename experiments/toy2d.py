@@ -23,12 +23,10 @@ from bnn_jax import (
     curvature,
     data,
     dropout,
-    ensembles,
     gp,
     laplace,
     losses,
     models,
-    training,
     uncertainty,
 )
 from experiments import common, toy2d_report
@@ -85,21 +83,18 @@ TRAIN_KEYS = ("seed", "num_train", "widths", "learning_rate", "epochs", "batch_s
 
 
 def _train(config, ds, cache, name, model, key, **kwargs):
-    settings = {k: config[k] for k in TRAIN_KEYS} | {"name": name, "model": repr(model)}
-    settings |= {k: v for k, v in kwargs.items() if isinstance(v, int | float)}
-    run = lambda: training.train(
+    return common.train_model(
+        cache,
+        name,
+        {k: config[k] for k in TRAIN_KEYS},
         model,
-        ds.x_train,
-        ds.y_train,
+        ds,
         key=key,
+        optimizer=optax.sgd(config["learning_rate"]),
         epochs=config["epochs"],
         batch_size=config["batch_size"],
-        optimizer=optax.sgd(config["learning_rate"]),
-        progress=False,
         **kwargs,
     )
-    target = lambda: models.init(model, key, ds.input_shape)
-    return common.train_cached(cache, name, settings, run, target)
 
 
 def _laplace(config, ds, cache, name, model, variables, key):
@@ -182,26 +177,16 @@ def _networks(config, ds, cache, key):
             model, trained.variables, keys[4], config["num_samples"]
         )
     if "ensemble" in wanted:
-        settings = {k: config[k] for k in TRAIN_KEYS} | {"model": repr(mlp)}
-        settings |= {"num_members": config["num_members"], "prior_prec": config["prior_prec"]}
-        run = lambda: ensembles.train_ensemble(
+        trained = _train(
+            config,
+            ds,
+            cache,
+            "ensemble",
             mlp,
-            ds.x_train,
-            ds.y_train,
-            key=keys[6],
+            keys[6],
             num_members=config["num_members"],
-            epochs=config["epochs"],
-            batch_size=config["batch_size"],
-            optimizer=optax.sgd(config["learning_rate"]),
             prior_prec=config["prior_prec"],
         )
-        target = lambda: ensembles.stack(
-            [
-                models.init(mlp, k, ds.input_shape)
-                for k in jax.random.split(keys[6], config["num_members"])
-            ]
-        )
-        trained = common.train_cached(cache, "ensemble", settings, run, target)
         out["ensemble"] = predictors.ensemble(mlp, trained.variables)
     return out, facts
 
