@@ -140,3 +140,14 @@ def test_bad_configs_fail_at_start_with_the_choices(tmp_path):
     with pytest.raises(ValueError, match="reference"):
         study.main(config | {"reference": "resnet-152", "studies": ["calibration"]}, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_study_runs_on_a_tfds_data_set(tmp_path):
+    """``--dataset mnist`` works like the bundled sets (tfds mocked: no download)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    config = _tiny(calibration, dataset="mnist", methods=["map", "diag_laplace"])
+    with tfds.testing.mock_data(num_examples=150):
+        metrics = calibration.main(config, tmp_path)
+    scores = metrics["calibration"]["family"]["mlp-1x16"]["diag_laplace"]
+    assert 0 <= scores["accuracy"] <= 1 and scores["nll"] > 0
+    assert _figures_in_report(tmp_path)
