@@ -4,6 +4,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from bnn_jax.types import Key, Params
@@ -54,3 +55,23 @@ def normal_like(key: Key, tree: Params) -> Params:
     """Standard normal draws shaped like ``tree``, one independent stream per leaf."""
     keys = split_key_like(key, tree)
     return jax.tree.map(lambda k, leaf: jax.random.normal(k, leaf.shape, leaf.dtype), keys, tree)
+
+
+def standard_normals(key: Key, shapes, dtype) -> list[jax.Array]:
+    """Independent standard normal arrays of the given ``shapes`` from one draw of ``key``.
+
+    One ``jax.random.normal`` call for all shapes (then split), in threefry's original
+    (non-partitionable) counter layout, which hashes once per two 32-bit words instead of
+    once per word: about half the random-bit cost of ``normal_like`` for the same
+    distribution. Meant for draws that are replicated rather than sharded over devices, such
+    as posterior weight samples; other PRNG implementations (``rbg``) draw as usual.
+
+    Example:
+      >>> z_w, z_b = standard_normals(jax.random.key(0), [(784, 500), (500,)], jnp.float32)
+    """
+    shapes = [tuple(s) for s in shapes]
+    sizes = [math.prod(s) for s in shapes]
+    with jax.threefry_partitionable(False):
+        flat = jax.random.normal(key, (sum(sizes),), dtype)
+    parts = jnp.split(flat, np.cumsum(sizes)[:-1].tolist())
+    return [part.reshape(shape) for part, shape in zip(parts, shapes, strict=True)]

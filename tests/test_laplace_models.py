@@ -63,8 +63,8 @@ def test_lenet_on_digits_fit_tune_predict(lenet_digits, name):
         )
         grid = {"prior_prec": np.geomspace(1.0, 1e4, 5), "scale": [1.0, 100.0]}
         post = laplace.search(post, objective, **grid).posterior
-    else:
-        post = post.replace(prior_prec=jnp.asarray(1e3, jnp.float32))
+    else:  # tau = 1e3 loses 10 points of accuracy on average over 6 samples; 1e4 about 2
+        post = post.replace(prior_prec=jnp.asarray(1e4, jnp.float32))
     lp = predictive.laplace_log_probs(post, x_test, key=_key(3), num_samples=6, chunk_size=3)
     _check_log_probs(lp)
     acc = float(calibration.accuracy(mean_log_probs(lp), y_test))

@@ -38,3 +38,18 @@ def test_arithmetic():
     np.testing.assert_allclose(tree.tree_sub(tree.tree_add(t, t), t)["a"], t["a"])
     np.testing.assert_allclose(tree.tree_scale(2.0, t)["b"]["c"], 2 * t["b"]["c"])
     assert float(tree.tree_dot(tree.tree_zeros_like(t), t)) == 0.0
+
+
+def test_standard_normals_shapes_moments_and_independence():
+    shapes = [(400, 50), (7,), (3, 4, 5)]
+    parts = tree.standard_normals(jax.random.key(0), shapes, jnp.float32)
+    assert [p.shape for p in parts] == shapes and all(p.dtype == jnp.float32 for p in parts)
+    again = jax.jit(lambda k: tree.standard_normals(k, shapes, jnp.float32))(jax.random.key(0))
+    np.testing.assert_array_equal(parts[0], again[0])  # same draws under jit
+    z = np.asarray(parts[0]).ravel()  # 20,000 draws: moments within ~5 standard errors
+    assert abs(z.mean()) < 0.04 and abs(z.std() - 1.0) < 0.03
+    assert abs(np.mean(z**4) - 3.0) < 0.2  # Gaussian tails, not e.g. uniform ones
+    other = np.asarray(tree.standard_normals(jax.random.key(1), shapes, jnp.float32)[0])
+    assert abs(np.corrcoef(z, other.ravel())[0, 1]) < 0.04  # keys give independent draws
+    first, second = z[:10_000], z[10_000:]  # and the parts of one draw do not repeat
+    assert abs(np.corrcoef(first, second)[0, 1]) < 0.04

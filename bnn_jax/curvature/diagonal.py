@@ -92,9 +92,12 @@ def diagonal(
         return jax.tree.map(jnp.divide, v, _precision(state, scale, prior_prec))
 
     def sample(state, key, scale, prior_prec):
-        eps = tree.normal_like(key, state.diagonal)
-        return jax.tree.map(
-            lambda e, p: e * jax.lax.rsqrt(p), eps, _precision(state, scale, prior_prec)
+        precision = _precision(state, scale, prior_prec)
+        leaves, treedef = jax.tree.flatten(precision)
+        dtype = jnp.result_type(*leaves)
+        eps = tree.standard_normals(key, [p.shape for p in leaves], dtype)
+        return jax.tree.unflatten(
+            treedef, [e * jax.lax.rsqrt(p) for e, p in zip(eps, leaves, strict=True)]
         )
 
     def log_det(state, scale, prior_prec):

@@ -33,6 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from bnn_jax import tree
 from bnn_jax.curvature import blocks, kron, per_example
 from bnn_jax.curvature.base import Curvature, with_checks
 from bnn_jax.curvature.blocks import Structure
@@ -118,14 +119,15 @@ def blockwise_ops(block_precisions, block_mvp):
     def sample(state, key, scale, prior_prec):
         ds = block_precisions(state, scale, prior_prec)
         prec = other_precisions(state, scale, prior_prec)
-        keys = jax.random.split(key, len(ds) + len(prec))
+        # one draw for every block (the cost of sampling is dominated by random bits and the
+        # two basis rotations; one call needs the fewest threefry hashes)
+        shapes = [p.shape for p in [*ds, *prec]]
+        z = tree.standard_normals(key, shapes, jnp.result_type(*ds, *prec))
         out = [
-            kron.sample(f, k, d) for f, k, d in zip(state.factors, keys[: len(ds)], ds, strict=True)
+            kron.from_eigenbasis(f, zi * jax.lax.rsqrt(d))
+            for f, zi, d in zip(state.factors, z[: len(ds)], ds, strict=True)
         ]
-        others = [
-            jax.random.normal(k, p.shape, p.dtype) * jax.lax.rsqrt(p)
-            for k, p in zip(keys[len(ds) :], prec, strict=True)
-        ]
+        others = [zi * jax.lax.rsqrt(p) for zi, p in zip(z[len(ds) :], prec, strict=True)]
         return blocks.from_blocks(state.structure, out, others)
 
     def log_det(state, scale, prior_prec):

@@ -119,11 +119,6 @@ def solve(factor: KronFactor, v: jax.Array, precision: jax.Array) -> jax.Array:
     return from_eigenbasis(factor, to_eigenbasis(factor, v) / precision)
 
 
-def sample(factor: KronFactor, key: jax.Array, precision: jax.Array) -> jax.Array:
-    z = jax.random.normal(key, precision.shape, precision.dtype)
-    return from_eigenbasis(factor, z * jax.lax.rsqrt(precision))
-
-
 def eigenbasis(factor: KronFactor) -> jax.Array:
     """``Q_A ⊗ Q_G`` as a dense matrix (tests and ``to_dense`` only)."""
     return jnp.kron(factor.a_eigenvectors, factor.g_eigenvectors)

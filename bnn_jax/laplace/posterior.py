@@ -95,10 +95,14 @@ def _check_subset(curvature: Curvature, subset: Subset, state, params: Params) -
 
 
 @functools.partial(jax.jit, static_argnames=("curvature", "apply_fn", "likelihood"))
-def _fit_step(state, nll_sum, finite, params, batch, key, *, curvature, apply_fn, likelihood):
-    """One batch: curvature update, summed NLL at the MAP, finiteness of the inputs. Compiled
-    once per (curvature, apply_fn, likelihood) and batch shape, across ``fit`` calls."""
-    state = curvature.update(state, params, batch, key)
+def _fit_step(
+    state, nll_sum, finite, params, batch, key, index, *, curvature, apply_fn, likelihood
+):
+    """One batch: curvature update with ``fold_in(key, index)``, summed NLL at the MAP,
+    finiteness of the inputs. Compiled once per (curvature, apply_fn, likelihood) and batch
+    shape, across ``fit`` calls. The key is folded in here, not on the host: an eager
+    ``fold_in`` waits for the steps in flight, so host and device would take turns."""
+    state = curvature.update(state, params, batch, jax.random.fold_in(key, index))
     nll = jnp.sum(likelihood.nll(apply_fn(params, batch.x), batch.y)).astype(nll_sum.dtype)
     return state, nll_sum + nll, finite & jnp.all(jnp.isfinite(batch.x))
 
@@ -166,9 +170,11 @@ def fit(
                 raise ValueError(f"batches: expected non-empty Batch(x, y) items, got {batch!r}")
             if num_outputs is None:
                 num_outputs = jax.eval_shape(apply_fn, params, batch.x).shape[-1]
-            likelihood.check_targets((len(batch.x), num_outputs), jnp.asarray(batch.y))
-            key_i = jax.random.fold_in(key, index)
-            state, nll_sum, finite = step(state, nll_sum, finite, params, batch, key_i)
+            # numpy targets are checked on the host as they are: a device copy would make the
+            # check wait for the steps in flight and stop host work overlapping the compute
+            targets = batch.y if isinstance(batch.y, jax.Array) else np.asarray(batch.y)
+            likelihood.check_targets((len(batch.x), num_outputs), targets)
+            state, nll_sum, finite = step(state, nll_sum, finite, params, batch, key, index)
             count += len(batch.x)
             bar.update()
         if count == 0:
