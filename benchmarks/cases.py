@@ -57,7 +57,7 @@ def _train(name, config, arrays, recorder, key):
     optimizer = optax.adam(1e-3)
     x, y = jnp.asarray(arrays["x_train"]), jnp.asarray(arrays["y_train"])
     step = training.make_train_step(model, optimizer, num_data=len(x), prior_prec=1.0)
-    epoch = jax.jit(training.make_epoch(step, x, y, config.batch_size))
+    epoch = training.make_epoch_loop(step, x, y, config.batch_size)  # what train() runs
     state = training.state_from_variables(variables, optimizer)
     apply_fn = models.make_apply_fn(model, variables)
     layers = flops.layer_shapes(apply_fn, variables["params"], problems.IMAGE_SHAPE)
@@ -132,7 +132,7 @@ def run_model(name: str, config: problems.Config, arrays: dict[str, np.ndarray])
     x_test = jnp.asarray(arrays["x_test"])
     x_small = x_test[: config.small_inputs]
     x_glm = x_test[: config.glm_inputs]
-    num_samples, chunk = config.num_samples, config.chunk_size
+    num_samples, chunk = config.num_samples, config.chunk_size[name]
 
     def mc(x, num, chunk_size=chunk):
         return predictive.laplace_log_probs(
@@ -185,8 +185,12 @@ def run_model(name: str, config: problems.Config, arrays: dict[str, np.ndarray])
     def loop():
         return [jax.nn.log_softmax(logits_fn(k, x_test)) for k in keys]
 
-    dropout_flops = flops.mc_dropout(layers, num_samples, len(x_test))
-    recorder.time("mc_dropout/vmap", lambda: vmapped(x_test, key=key), flops=dropout_flops)
-    recorder.time("mc_dropout/loop", loop, flops=dropout_flops)
+    shared = problems.LAYERS_BEFORE_DROPOUT[name]
+    recorder.time(
+        "mc_dropout/vmap",
+        lambda: vmapped(x_test, key=key),
+        flops=flops.mc_dropout(layers, num_samples, len(x_test), shared=shared),
+    )
+    recorder.time("mc_dropout/loop", loop, flops=flops.mc_dropout(layers, num_samples, len(x_test)))
     recorder.results["num_params"] = tree.tree_size(params)
     return recorder.results, variables, memory

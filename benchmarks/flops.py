@@ -28,7 +28,8 @@ Each Dense/Conv layer ``l`` is described by ``k`` (inputs per position: ``d_in``
 - GLM probit, ``C`` outputs: ``F(B) + C G(B) + patches + sum_l 2 B T (r^2 + C c^2)`` (rotations
   into the eigenbases) ``+ 2 B (r c + C^2 c)`` per Dense layer or ``2 B C T r c + 2 B C^2 r c``
   per Conv layer (the covariance contractions);
-- MC dropout, ``S`` masks: ``S F(B)``.
+- MC dropout, ``S`` masks: ``S F(B)`` for a loop of single passes; vmapped over the masks,
+  the layers before the first dropout see no mask and run once: ``F_pre(B) + S F_post(B)``.
 """
 
 from typing import NamedTuple
@@ -129,5 +130,6 @@ def glm_probit(layers, batch: int, num_outputs: int) -> float:
     return total
 
 
-def mc_dropout(layers, num_samples: int, batch: int) -> float:
-    return num_samples * forward(layers, batch)
+def mc_dropout(layers, num_samples: int, batch: int, *, shared: int = 0) -> float:
+    """``S`` forward passes, of which the first ``shared`` layers (before any dropout) once."""
+    return forward(layers[:shared], batch) + num_samples * forward(layers[shared:], batch)

@@ -17,6 +17,9 @@ from bnn_jax import models
 MODELS = ("mlp", "lenet")
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
+# Dense/Conv layers ahead of the first dropout (MLP: Dense_0; LeNet: both convs and Dense_0):
+# vmapped over masks they do not depend on, they run once for all MC-dropout samples
+LAYERS_BEFORE_DROPOUT = {"mlp": 1, "lenet": 3}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +30,9 @@ class Config:
       num_train, num_test: synthetic training and test inputs.
       batch_size: training and curvature-fit minibatch size.
       num_samples: MC samples ``T`` of the predictives (Laplace and dropout).
-      chunk_size: MC samples drawn and evaluated at once (``lax.map``).
+      chunk_size: MC samples drawn and evaluated at once (``lax.map``), per model: 1 for
+        LeNet-5, whose batched-weight convolutions XLA:CPU runs slowly (see
+        ``predictive.laplace_log_probs``).
       small_inputs: inputs of the interactive MC-predictive case.
       glm_inputs: inputs of the GLM probit case.
       marglik_steps: Adam steps of the marginal-likelihood tuning.
@@ -49,7 +54,7 @@ class Config:
     num_test: int = 1_000
     batch_size: int = 500
     num_samples: int = 30
-    chunk_size: int = 10
+    chunk_size: dict[str, int] = dataclasses.field(default_factory=lambda: {"mlp": 10, "lenet": 1})
     small_inputs: int = 10
     glm_inputs: int = 100
     marglik_steps: int = 100

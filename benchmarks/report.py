@@ -17,7 +17,10 @@ def _baseline_case(baseline: dict, key: str) -> dict:
     cases = baseline.get("cases")
     if cases is None:
         return {"s": None, "error": baseline.get("error", "baseline did not run")}
-    return cases.get(key, {"s": None, "error": "baseline case missing"})
+    if key in cases:
+        return cases[key]
+    model_error = cases.get(key.split("/", 1)[0] + "/error", {}).get("error")
+    return {"s": None, "error": model_error or "baseline case missing"}
 
 
 def _fastest(baseline, model, stage, backends=tuple(BACKENDS)):
@@ -91,6 +94,7 @@ def _model_cases(model: str, ours: dict, baseline: dict, peak: float) -> list[di
             f"{TORCH} kron fit minus its decomposition ({label})",
             accumulate,
             peak,
+            error=None if accumulate is not None else fit["baseline_error"],
         )
     )
     out.append(
@@ -100,6 +104,7 @@ def _model_cases(model: str, ours: dict, baseline: dict, peak: float) -> list[di
             f"{TORCH} Kron.decompose() ({label})",
             decompose,
             peak,
+            error=None if decompose is not None else fit["baseline_error"],
         )
     )
     out.append(

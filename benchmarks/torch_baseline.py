@@ -72,8 +72,8 @@ def _conv(torch, weights, name, padding):
 
 def _lenet(torch, weights):
     nn = torch.nn
-    first = weights["Dense_0/kernel"]  # rows in flax's (h, w, c) flattening of [4, 4, 16]
-    chw = first.reshape(4, 4, 16, -1).transpose(2, 0, 1, 3).reshape(400, -1)
+    first = weights["Dense_0/kernel"]  # rows in flax's (h, w, c) flattening of [5, 5, 16]
+    chw = first.reshape(5, 5, 16, -1).transpose(2, 0, 1, 3).reshape(400, -1)
     linears = []
     for i, kernel in enumerate([chw, weights["Dense_1/kernel"], weights["Dense_2/kernel"]]):
         linear = nn.Linear(*kernel.shape)
@@ -258,7 +258,8 @@ def main(spec_path: str, out_path: str) -> None:
         out["versions"]["laplace-torch"] = getattr(laplace, "__version__", "0.3")
         from laplace import Laplace
     except Exception as err:  # recorded: the baseline is optional
-        out["error"] = f"import laplace failed: {_error(err)}"
+        hint = " (uninstall torchvision)" if "torchvision" in str(err) else ""
+        out["error"] = f"import laplace failed{hint}: {_error(err)}"
         Laplace = None
     a = torch.ones(2048, 2048)
     matmul = measure(lambda: a @ a, repeats=spec["repeats"], budget_s=spec["budget_s"])
@@ -266,7 +267,11 @@ def main(spec_path: str, out_path: str) -> None:
     if Laplace is not None:
         arrays = dict(np.load(spec["arrays"]))
         for name in spec["models"]:
-            _run_model(torch, Laplace, spec, arrays, name, runner)
+            try:
+                _run_model(torch, Laplace, spec, arrays, name, runner)
+            except Exception as err:  # recorded; the other model still runs
+                runner.results[f"{name}/error"] = {"s": None, "error": _error(err)}
+                traceback.print_exc(file=sys.stderr)
     out["cases"] = runner.results
     out["wall_s"] = time.perf_counter() - start
     with open(out_path, "w") as f:

@@ -97,7 +97,11 @@ def laplace_log_probs(
       x: inputs ``[batch, ...]``.
       key: PRNG key of the weight samples.
       num_samples: ``T >= 1``.
-      chunk_size: samples drawn and evaluated at once (``None``: all ``T``).
+      chunk_size: samples drawn and evaluated at once (``None``: all ``T``). For
+        convolutional networks on CPU take 1: XLA:CPU runs a convolution with a batch of
+        weight samples as a grouped convolution, 2-3x slower than the samples one at a time
+        (LeNet-5, T=30, 1,000 inputs: 3.0 s at 10, 1.26 s at 1); dense layers batch well (MLP
+        784-500-300-10: 0.38 s at 10, 0.47 s at 1).
 
     Example:
       >>> lp = predictive.laplace_log_probs(post, x_test, key=key, num_samples=30, chunk_size=10)
