@@ -121,13 +121,33 @@ def run_model(name: str, config: problems.Config, arrays: dict[str, np.ndarray])
     diag = curvature.diagonal(apply_fn, lik, fisher=fisher)
     diag_flops = (flops.diagonal(layers, n), 0.0)
     _fit_cases(diag, params, batches, apply_fn, lik, key, recorder, "diag_fit", diag_flops)
-    memory = {"diag_update": {}}
+    exact = curvature.exact_fisher()  # the GGN of laplace-torch's exact backends
+    for prefix, factory, options in [
+        ("kfac_fit_exact", curvature.kfac, {"input_shape": problems.IMAGE_SHAPE}),
+        ("diag_fit_exact", curvature.diagonal, {}),
+    ]:
+        curv = factory(apply_fn, lik, fisher=exact, **options)
+        recorder.time(
+            prefix,
+            lambda curv=curv: laplace.fit(
+                curv, params, batches, apply_fn=apply_fn, likelihood=lik, key=key,
+                prior_prec=1.0, progress=False,
+            ).state,
+        )  # fmt: skip
+
+    def nll_grad(p, batch):
+        return jax.grad(lambda q: jnp.sum(lik.nll(apply_fn(q, batch.x), batch.y)))(p)
+
+    memory = {"diag_update": {}, "gradient": {}}
     for batch_size in sorted({100, config.batch_size}):
         batch = Batch(
             jnp.asarray(arrays["x_train"][:batch_size]), jnp.asarray(arrays["y_train"][:batch_size])
         )
         compiled = jax.jit(diag.update).lower(diag.init(params), params, batch, key).compile()
         memory["diag_update"][str(batch_size)] = _memory(compiled)
+        memory["gradient"][str(batch_size)] = _memory(
+            jax.jit(nll_grad).lower(params, batch).compile()
+        )
 
     x_test = jnp.asarray(arrays["x_test"])
     x_small = x_test[: config.small_inputs]

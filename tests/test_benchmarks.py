@@ -38,7 +38,8 @@ def test_tiny_run_writes_every_case(tmp_path):
     assert results["machine"]["matmul_2048_gflops_jax"] > 0
     names = {c["name"] for c in results["cases"]}
     for model in problems.MODELS:
-        for stage in ("train_epoch", "kfac_fit", "diag_fit", "glm_probit", "marglik"):
+        stages = ("train_epoch", "kfac_fit", "kfac_fit_exact", "diag_fit_exact", "glm_probit")
+        for stage in (*stages, "marglik"):
             assert f"{model}/{stage}" in names
         assert f"{model}/mc_predictive_T30_small_local" in names
     for case in results["cases"]:
