@@ -92,7 +92,9 @@ def train_ensemble(
     Member ``i`` uses ``keys[i]`` of ``keys = jax.random.split(key, num_members)`` exactly as
     ``training.train(model, x, y, key=keys[i], ...)`` uses its key (initialisation, shuffling,
     dropout). The whole run, all members and epochs, is one jit-compiled call: a ``lax.scan``
-    over epochs of the member-vmapped :func:`bnn_jax.training.make_epoch`.
+    over epochs of the member-vmapped :func:`bnn_jax.training.make_epoch`. For convolutional
+    models on CPU, training the members one by one with ``training.train`` can be faster:
+    XLA:CPU runs convolution gradients inside loops slowly (``training.make_epoch_loop``).
 
     Args:
       model, x, y, epochs, batch_size, optimizer, prior_prec, loss_fn, validation: as in
