@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bnn_jax import models
-from bnn_jax.curvature import capture, find_layers, subset
+from bnn_jax.curvature import blocks, capture, find_layers, subset
 from bnn_jax.curvature.layout import Layout
 
 
@@ -141,3 +141,24 @@ def test_layout_ravel_matches_tree_ravel_and_round_trips():
     assert layout.offset(("b",)) == 4
     stacked = jax.tree.map(lambda a: jnp.stack([a, 2 * a]), tree)
     np.testing.assert_array_equal(layout.ravel(stacked, batch_dims=1)[1], 2 * flat)
+
+
+@pytest.mark.parametrize("num_columns", [3, blocks.UNROLLED_BACKWARD_PASSES + 2])
+def test_backward_per_factor_equals_one_backward_per_column(x64, num_columns):
+    """Unrolled (few columns) or vmapped (many): column ``m`` is ``backward(factors[..., m])``,
+    through a max pool, whose batched gradient is where the two paths differ."""
+    model = models.LeNet5(num_outputs=4, conv2_padding="SAME")
+    apply_fn, variables, x = _setup(model, (8, 8, 1), batch=2)
+    params = variables["params"]
+    factors = jax.random.normal(jax.random.key(2), (2, 4, num_columns), jnp.float64)
+
+    @jax.jit
+    def run(params, x, factors):
+        cap = capture(apply_fn, params, x)
+        stacked = blocks.backward_per_factor(cap.backward, factors)
+        return stacked, [cap.backward(factors[..., m]) for m in range(num_columns)]
+
+    stacked, columns = run(params, x, factors)
+    for m, column in enumerate(columns):
+        for path, grad in column.items():
+            np.testing.assert_allclose(stacked[path][m], grad, rtol=1e-12, atol=1e-12)

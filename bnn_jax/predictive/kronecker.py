@@ -93,7 +93,8 @@ def _chunk_covariance(posterior, x, structure, bases, inv_d, inv_others):
     cap = capture(posterior.apply_fn, posterior.mean, x, paths=paths)
     batch, num_outputs = cap.outputs.shape
     eye = jnp.eye(num_outputs, dtype=cap.outputs.dtype)
-    grads = jax.vmap(lambda e: cap.backward(jnp.broadcast_to(e, (batch, num_outputs))))(eye)
+    unit_cotangents = jnp.broadcast_to(eye, (batch, num_outputs, num_outputs))  # [..., k] = e_k
+    grads = blocks.backward_per_factor(cap.backward, unit_cotangents)
     cov = jnp.zeros((batch, num_outputs, num_outputs), cap.outputs.dtype)
     for block, q, d in zip(structure.blocks, bases, inv_d, strict=True):
         a = cap.inputs[block.layer.path]
