@@ -9,6 +9,7 @@ import pytest
 from bnn_jax import models
 from bnn_jax.curvature import blocks, capture, find_layers, subset
 from bnn_jax.curvature.layout import Layout
+from bnn_jax.curvature.patches import _sliced_patches, conv_patches
 
 
 class SharedNet(nn.Module):
@@ -162,3 +163,33 @@ def test_backward_per_factor_equals_one_backward_per_column(x64, num_columns):
     for m, column in enumerate(columns):
         for path, grad in column.items():
             np.testing.assert_allclose(stacked[path][m], grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("options", "sliced"),
+    [
+        ({"kernel_size": (3, 3), "padding": "SAME"}, True),
+        ({"kernel_size": (3, 2), "padding": "VALID", "strides": 2}, True),
+        ({"kernel_size": (3, 3), "padding": "SAME", "strides": (2, 1), "kernel_dilation": 2}, True),
+        ({"kernel_size": (2, 3), "padding": ((1, 0), (2, 1))}, True),
+        ({"kernel_size": (3, 3), "padding": 1, "strides": 3}, True),
+        ({"kernel_size": (4,), "padding": "SAME", "strides": 2}, True),  # 1-D
+        ({"kernel_size": (3, 3), "padding": "CIRCULAR"}, False),
+        ({"kernel_size": (3, 3), "padding": "REFLECT"}, False),
+        ({"kernel_size": (3,), "padding": "CAUSAL"}, False),
+        ({"kernel_size": (3, 3), "padding": ((1, 1), (2, 0)), "input_dilation": 2}, False),
+    ],
+)
+def test_conv_patches_reproduce_the_convolution(x64, options, sliced):
+    """``patches @ kernel.reshape(-1, c_out) + bias`` is the module's output, by strided slices
+    for zero padding and by the identity-kernel fallback otherwise."""
+    module = nn.Conv(3, **options)
+    shape = (2, 7, 6, 2) if len(options["kernel_size"]) == 2 else (2, 9, 2)
+    x = jax.random.normal(jax.random.key(0), shape, jnp.float64)
+    variables = module.init(jax.random.key(1), x)
+    kernel, bias = variables["params"]["kernel"], variables["params"]["bias"]
+    patches = conv_patches(module, x)
+    rebuilt = patches @ kernel.reshape(-1, kernel.shape[-1]) + bias
+    np.testing.assert_allclose(rebuilt, module.apply(variables, x), rtol=1e-12, atol=1e-12)
+    fast = _sliced_patches(module, tuple(module.kernel_size), x)
+    assert (fast is not None) == sliced

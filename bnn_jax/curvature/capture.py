@@ -13,8 +13,8 @@ A layer's weight gradient is then ``sum_t a_t b_t^T`` over its positions ``t``:
   the product of the middle axes, 1 for ``[B, d_in]``);
 - ``nn.Conv``: ``a_t`` is the input patch at output location ``t`` (KFC, Grosse & Martens
   2016), flattened in the order of the kernel's leading axes ``(kh, kw, c_in)``, so that the
-  output is ``a_t @ kernel.reshape(-1, c_out) + bias``. Patches come from the module itself
-  (a copy with an identity kernel), so padding modes, strides and dilations match exactly.
+  output is ``a_t @ kernel.reshape(-1, c_out) + bias``. Patches follow the module's own
+  padding, strides and dilations (``bnn_jax.curvature.patches``).
 
 Convolutions with ``feature_group_count > 1`` or a ``mask`` are not captured (their parameters
 count as "other" parameters for the curvature structures). A module called several times
@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from bnn_jax.curvature.layout import Path
+from bnn_jax.curvature.patches import conv_patches
 from bnn_jax.types import ApplyFn, Params
 
 __all__ = ["Capture", "Layer", "capture", "find_layers"]
@@ -103,15 +104,7 @@ def _trace_calls(apply_fn: ApplyFn, params: Params, x: jax.Array) -> list[_Call]
             module = context.module
             kernel_shape = tuple(int(d) for d in module.get_variable("params", "kernel").shape)
             layer = Layer(tuple(module.path), kind, kernel_shape, bool(module.use_bias))
-            patch_module = None
-            if kind == "conv":
-                patch_module = module.clone(
-                    parent=None,
-                    features=layer.in_features,
-                    use_bias=False,
-                    mask=None,
-                    precision=jax.lax.Precision.HIGHEST,
-                )
+            patch_module = module.clone(parent=None) if kind == "conv" else None
             calls.append(_Call(layer, jax.ShapeDtypeStruct(out.shape, out.dtype), patch_module))
         return out
 
@@ -215,9 +208,7 @@ def capture(
     inputs = []
     for call, raw in zip(calls, raw_inputs, strict=True):
         if call.layer.kind == "conv":
-            k = call.layer.in_features
-            eye = jnp.eye(k, dtype=raw.dtype).reshape(*call.layer.kernel_shape[:-1], k)
-            raw = call.patch_module.apply({"params": {"kernel": eye}}, raw)
+            raw = conv_patches(call.patch_module, raw)
         inputs.append(_per_position(raw, batch, call.layer.in_features, call.layer.path))
 
     def backward(cotangent: jax.Array) -> dict[Path, jax.Array]:
