@@ -13,19 +13,19 @@ Each Dense/Conv layer ``l`` is described by ``k`` (inputs per position: ``d_in``
 - forward, ``B`` inputs: ``F(B) = sum_l 2 B T k c``;
 - backward to the layer outputs (input gradients of every layer after the first):
   ``G(B) = sum_{l > 1} 2 B T k c``; a training step's weight gradients cost another ``F``;
-- conv patches (an identity-kernel convolution): ``2 B T k^2``;
+- conv patches are strided slices (``bnn_jax.curvature.patches``): no products;
 - training epoch on ``N`` examples: ``2 F(N) + G(N)``;
-- KFAC accumulation: ``F(N) + G(N) + patches + sum_l 2 N T (r^2 + c^2)`` (one MC sample);
+- KFAC accumulation: ``F(N) + G(N) + sum_l 2 N T (r^2 + c^2)`` (one MC sample);
   finalize: ``9 n^3`` per factor of size ``n`` (symmetric eigendecomposition with
   eigenvectors, Golub & Van Loan);
-- diagonal: ``F(N) + G(N) + patches + sum_l 2 N T r c`` (squared products or chunked
+- diagonal: ``F(N) + G(N) + sum_l 2 N T r c`` (squared products or chunked
   per-example gradients, one per position);
 - MC predictive with weight samples, ``S`` samples: ``S (sum_l 2 r c (r + c) + F(B))`` (each
   sample ``Q_A Z Q_G^T``, then a forward pass);
 - local reparameterisation: per sample and input, a Dense layer costs
   ``2 r^2 + 4 r c + 2 c^2`` (rotation into the eigenbasis, the variance and mean products,
   rotation of the noise back) and a Conv layer a weight draw ``2 r c (r + c)`` plus ``2 T k c``;
-- GLM probit, ``C`` outputs: ``F(B) + C G(B) + patches + sum_l 2 B T (r^2 + C c^2)`` (rotations
+- GLM probit, ``C`` outputs: ``F(B) + C G(B) + sum_l 2 B T (r^2 + C c^2)`` (rotations
   into the eigenbases) ``+ 2 B (r c + C^2 c)`` per Dense layer or ``2 B C T r c + 2 B C^2 r c``
   per Conv layer (the covariance contractions);
 - MC dropout, ``S`` masks: ``S F(B)`` for a loop of single passes; vmapped over the masks,
@@ -69,20 +69,12 @@ def backward_to_outputs(layers, batch: int) -> float:
     return sum(2.0 * batch * ly.positions * ly.k * ly.c for ly in layers[1:])
 
 
-def patches(layers, batch: int) -> float:
-    return sum(2.0 * batch * ly.positions * ly.k**2 for ly in layers if ly.kind == "conv")
-
-
 def train_epoch(layers, num_data: int) -> float:
     return 2 * forward(layers, num_data) + backward_to_outputs(layers, num_data)
 
 
 def _captured(layers, num_data: int) -> float:
-    return (
-        forward(layers, num_data)
-        + backward_to_outputs(layers, num_data)
-        + patches(layers, num_data)
-    )
+    return forward(layers, num_data) + backward_to_outputs(layers, num_data)
 
 
 def kfac_accumulate(layers, num_data: int) -> float:
@@ -119,7 +111,6 @@ def local_predictive(layers, num_samples: int, batch: int) -> float:
 
 def glm_probit(layers, batch: int, num_outputs: int) -> float:
     total = forward(layers, batch) + num_outputs * backward_to_outputs(layers, batch)
-    total += patches(layers, batch)
     for ly in layers:
         t, r, c, n = ly.positions, ly.r, ly.c, num_outputs
         total += 2.0 * batch * t * (r**2 + n * c**2)
