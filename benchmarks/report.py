@@ -234,6 +234,8 @@ def assemble(machine, ours, baseline, memory, config) -> dict:
             m: _baseline_case(baseline, f"{m}/check").get("max_logit_diff") for m in config.models
         },
         "baseline_error": baseline.get("error"),
+        "baseline_cases": baseline.get("cases"),  # every backend, with warm-up times
+        "baseline_wall_s": baseline.get("wall_s"),
     }
     results["targets"] = _targets(results, config)
     return results

@@ -113,6 +113,7 @@ def run_baseline(config: problems.Config, arrays: dict, workdir: str) -> dict:
         "small_inputs": config.small_inputs,
         "glm_inputs": config.glm_inputs,
         "marglik_steps": config.marglik_steps,
+        "diag_backends": list(config.baseline_diag_backends),
     }
     np.savez(spec["arrays"], **arrays)
     spec_path, out_path = os.path.join(workdir, "spec.json"), os.path.join(workdir, "out.json")

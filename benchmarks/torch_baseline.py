@@ -122,6 +122,7 @@ class _Runner:
         self.results = {}
 
     def time(self, name, fn, warmup=None, **extra):
+        start = time.perf_counter()
         try:
             timing = measure(fn, repeats=self.repeats, budget_s=self.budget_s, warmup=warmup)
             self.results[name] = {
@@ -131,7 +132,13 @@ class _Runner:
                 **extra,
             }
         except (Exception, MemoryError) as err:  # recorded, e.g. an out-of-memory backend
-            self.results[name] = {"s": None, "error": _error(err), **extra}
+            elapsed = time.perf_counter() - start
+            self.results[name] = {
+                "s": None,
+                "error": _error(err),
+                "failed_after_s": elapsed,
+                **extra,
+            }
             traceback.print_exc(file=sys.stderr)
         return self.results[name]
 
@@ -192,6 +199,12 @@ def _run_model(torch, laplace_cls, spec, arrays, name, runner):
     fitted = {}
     for structure in ("kron", "diag"):
         for backend in BACKENDS:
+            if structure == "diag" and backend not in spec["diag_backends"]:
+                runner.results[f"{name}/diag_fit/{backend}"] = {
+                    "s": None,
+                    "error": "skipped: builds per-example Jacobians (B x C x P) before failing",
+                }
+                continue
             la = make(structure, backend)
             result = runner.time(
                 f"{name}/{structure}_fit/{backend}",
