@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnn_jax import ensembles, io, laplace, models, training
+from bnn_jax import data, ensembles, io, laplace, losses, models, training
 from bnn_jax.curvature import subset as subsets
 
 
@@ -160,6 +160,59 @@ def laplace_cached(
     }
     io.save_checkpoint(path, payload, overwrite=True)
     return posterior
+
+
+def tuned_laplace(
+    config: dict,
+    ds,
+    cache_dir: Path,
+    name: str,
+    settings: dict,
+    apply_fn,
+    params,
+    *,
+    structure,
+    fisher,
+    batch_size: int,
+    objective,
+    key,
+) -> laplace.SearchResult:
+    """The Laplace posterior of ``structure`` (a ``methods.LAPLACE_STRUCTURES`` entry) at the MAP
+    ``params``: fitted on the training split with ``config["prior_prec"]`` (or loaded from the
+    cache, ``laplace_cached``), then ``(N, tau)`` chosen by a grid search over
+    ``config["scale_grid"]`` x ``config["prior_prec_grid"]`` of ``objective`` (e.g.
+    ``calibration.nll``) on the validation split, with ``config["num_samples"]`` MC samples."""
+    likelihood = losses.categorical()
+    curv = structure(ds.input_shape)(apply_fn, likelihood, fisher=fisher)
+    fit = lambda: laplace.fit(
+        curv,
+        params,
+        data.Batches(ds.x_train, ds.y_train, batch_size),
+        apply_fn=apply_fn,
+        likelihood=likelihood,
+        key=key,
+        prior_prec=config["prior_prec"],
+        progress=False,
+    )
+    posterior = laplace_cached(
+        cache_dir, name, settings, fit,
+        curvature=curv, params=params, apply_fn=apply_fn, likelihood=likelihood,
+    )  # fmt: skip
+    validation = laplace.validation_objective(
+        objective,
+        ds.x_val,
+        ds.y_val,
+        key=jax.random.fold_in(key, 1),
+        num_samples=config["num_samples"],
+        chunk_size=config.get("chunk_size"),
+    )
+    return laplace.search(
+        posterior,
+        validation,
+        prior_prec=np.geomspace(*config["prior_prec_grid"]),
+        scale=np.geomspace(*config["scale_grid"]),
+        chunk_size=4,
+    )
 
 
 def _numbered(leaves: list) -> dict[str, Any]:

@@ -28,7 +28,6 @@ from bnn_jax import (
     data,
     dropout,
     laplace,
-    losses,
     models,
 )
 from experiments import common
@@ -150,44 +149,19 @@ def _train(config, ds, cache, spec, name, model, key, **kwargs):
 def _laplace(config, ds, cache, spec, method, model, variables, key):
     """Fit the structure of ``method`` at the MAP and choose (N, tau) on the validation split."""
     apply_fn, params = predictors.map_apply_fn(model, variables)
-    lik = losses.categorical()
-    factory = predictors.LAPLACE_STRUCTURES[method](ds.input_shape)
-    curv = factory(apply_fn, lik, fisher=curvature.mc_fisher(num_samples=config["fisher_samples"]))
-    fit = lambda: laplace.fit(
-        curv,
-        params,
-        data.Batches(ds.x_train, ds.y_train, 256),
-        apply_fn=apply_fn,
-        likelihood=lik,
-        key=key,
-        prior_prec=config["prior_prec"],
-        progress=False,
-    )
-    settings = _train_settings(config, spec, method, fisher_samples=config["fisher_samples"])
-    posterior = common.laplace_cached(
+    result = common.tuned_laplace(
+        config,
+        ds,
         cache,
         f"{spec['name']}-{method}",
-        settings,
-        fit,
-        curvature=curv,
-        params=params,
-        apply_fn=apply_fn,
-        likelihood=lik,
-    )
-    objective = laplace.validation_objective(
-        OBJECTIVES[config["tuning_objective"]],
-        ds.x_val,
-        ds.y_val,
-        key=jax.random.fold_in(key, 1),
-        num_samples=config["num_samples"],
-        chunk_size=config["chunk_size"],
-    )
-    result = laplace.search(
-        posterior,
-        objective,
-        prior_prec=np.geomspace(*config["prior_prec_grid"]),
-        scale=np.geomspace(*config["scale_grid"]),
-        chunk_size=4,
+        _train_settings(config, spec, method, fisher_samples=config["fisher_samples"]),
+        apply_fn,
+        params,
+        structure=predictors.LAPLACE_STRUCTURES[method],
+        fisher=curvature.mc_fisher(num_samples=config["fisher_samples"]),
+        batch_size=256,
+        objective=OBJECTIVES[config["tuning_objective"]],
+        key=key,
     )
     posterior = result.posterior
     tuned = {

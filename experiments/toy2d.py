@@ -24,8 +24,6 @@ from bnn_jax import (
     data,
     dropout,
     gp,
-    laplace,
-    losses,
     models,
     uncertainty,
 )
@@ -99,43 +97,20 @@ def _train(config, ds, cache, name, model, key, **kwargs):
 
 def _laplace(config, ds, cache, name, model, variables, key):
     apply_fn, params = predictors.map_apply_fn(model, variables)
-    lik = losses.categorical()
-    factory = predictors.LAPLACE_STRUCTURES[name](ds.input_shape)
-    curv = factory(apply_fn, lik, fisher=curvature.exact_fisher())
-    fit = lambda: laplace.fit(
-        curv,
-        params,
-        data.Batches(ds.x_train, ds.y_train, 100),
-        apply_fn=apply_fn,
-        likelihood=lik,
-        key=key,
-        prior_prec=config["prior_prec"],
-        progress=False,
-    )
     settings = {k: config[k] for k in TRAIN_KEYS} | {"prior_prec": config["prior_prec"]}
-    posterior = common.laplace_cached(
+    result = common.tuned_laplace(
+        config,
+        ds,
         cache,
         name,
         {**settings, "name": name},
-        fit,
-        curvature=curv,
-        params=params,
-        apply_fn=apply_fn,
-        likelihood=lik,
-    )
-    objective = laplace.validation_objective(
-        calibration.nll,
-        ds.x_val,
-        ds.y_val,
-        key=jax.random.fold_in(key, 1),
-        num_samples=config["num_samples"],
-    )
-    result = laplace.search(
-        posterior,
-        objective,
-        prior_prec=np.geomspace(*config["prior_prec_grid"]),
-        scale=np.geomspace(*config["scale_grid"]),
-        chunk_size=4,
+        apply_fn,
+        params,
+        structure=predictors.LAPLACE_STRUCTURES[name],
+        fisher=curvature.exact_fisher(),
+        batch_size=100,
+        objective=calibration.nll,
+        key=key,
     )
     return result.posterior
 
