@@ -1,0 +1,96 @@
+"""Input checks at the library's public boundaries: one rule per kind of argument.
+
+Every check raises ``ValueError`` naming the argument and what was expected. Values that are
+traced (inside ``jit``/``vmap``/``grad``) cannot be inspected: checks of values skip them and
+only check what is static (shapes, dtypes, Python types), so a public function may call them
+both eagerly and under a transformation.
+
+Example:
+  >>> checks.positive_int("num_samples", 30)
+  30
+  >>> checks.key("key", jax.random.key(0))
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "chunk_size",
+    "concrete",
+    "finite",
+    "is_traced",
+    "key",
+    "nonnegative",
+    "positive",
+    "positive_int",
+]
+
+
+def is_traced(value: Any) -> bool:
+    """Whether ``value`` is an abstract value (a tracer) whose numbers cannot be read."""
+    return isinstance(value, jax.core.Tracer)
+
+
+def concrete(value: Any) -> np.ndarray | None:
+    """``value`` as a numpy array, or ``None`` when it is traced."""
+    return None if is_traced(value) else np.asarray(value)
+
+
+def positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    """``value`` as an ``int`` if it is an integer (Python or numpy, not bool) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def chunk_size(name: str, value: Any) -> int | None:
+    """``None`` (no chunking) or an integer >= 1."""
+    return None if value is None else positive_int(name, value)
+
+
+def key(name: str, value: Any) -> None:
+    """A JAX PRNG key: a typed key array (``jax.random.key``) or a raw ``uint32[2]`` key
+    (``jax.random.PRNGKey``); not an integer seed, a string or ``None``."""
+    if isinstance(value, jax.Array) or is_traced(value):
+        dtype = value.dtype
+        if jnp.issubdtype(dtype, jax.dtypes.prng_key):
+            return
+        if dtype == jnp.uint32 and value.shape[-1:] == (2,):
+            return
+    raise ValueError(
+        f"{name}: expected a PRNG key from jax.random.key(seed), got {_describe(value)}"
+    )
+
+
+def positive(name: str, value: Any) -> None:
+    """A finite number (or array of numbers) ``> 0``; traced values are not checked."""
+    v = concrete(value)
+    if v is not None and not (_is_numeric(v) and np.all(np.isfinite(v)) and np.all(v > 0)):
+        raise ValueError(f"{name}: expected a finite value > 0, got {_describe(value)}")
+
+
+def nonnegative(name: str, value: Any) -> None:
+    """A finite number (or array of numbers) ``>= 0``; traced values are not checked."""
+    v = concrete(value)
+    if v is not None and not (_is_numeric(v) and np.all(np.isfinite(v)) and np.all(v >= 0)):
+        raise ValueError(f"{name}: expected a finite value >= 0, got {_describe(value)}")
+
+
+def finite(name: str, value: Any) -> None:
+    """An array without NaN or inf; traced values are not checked."""
+    v = concrete(value)
+    if v is not None and _is_numeric(v) and not np.all(np.isfinite(v)):
+        raise ValueError(f"{name}: expected finite values, got NaN or inf")
+
+
+def _is_numeric(v: np.ndarray) -> bool:
+    return np.issubdtype(v.dtype, np.number) and not np.issubdtype(v.dtype, np.bool_)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, jax.Array | np.ndarray) and np.ndim(value) > 0:
+        return f"an array of shape {tuple(np.shape(value))} and dtype {value.dtype}"
+    return repr(value)
