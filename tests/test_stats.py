@@ -28,7 +28,7 @@ def test_interval_coverage_by_simulation():
 def test_paired_differences():
     a, b = [1.0, 2.0, 3.0], [1.5, 2.4, 3.6]
     assert stats.paired(a, b).mean == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="b: expected one value per seed"):
+    with pytest.raises(ValueError, match="b: expected the shape of a"):
         stats.paired(a, b[:2])
 
 
