@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnn_jax import checks
 from bnn_jax.types import Batch, Key
 
 
@@ -29,10 +30,13 @@ class Batches:
             raise ValueError(
                 f"y: expected as many targets as inputs (> 0), got {len(y)} and {len(x)}"
             )
-        if batch_size < 1:
-            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
-        self.x, self.y, self.batch_size = x, y, int(batch_size)
-        self.drop_remainder = drop_remainder
+        self.batch_size = checks.positive_int("batch_size", batch_size)
+        if key is not None:
+            checks.key("key", key)
+        if not isinstance(drop_remainder, bool | np.bool_):
+            raise ValueError(f"drop_remainder: expected a bool, got {drop_remainder!r}")
+        self.x, self.y = x, y
+        self.drop_remainder = bool(drop_remainder)
         n = len(x)
         self.order = np.arange(n) if key is None else np.asarray(jax.random.permutation(key, n))
 
@@ -53,7 +57,11 @@ def epoch_batches(x: jax.Array, y: jax.Array, batch_size: int, key: Key) -> Batc
     epoch's permutation are skipped (a different set every epoch). Jittable with static
     ``batch_size``.
     """
+    batch_size = checks.positive_int("batch_size", batch_size)
+    checks.key("key", key)
     n = x.shape[0]
+    if n < batch_size:
+        raise ValueError(f"batch_size: expected at most the {n} examples of x, got {batch_size}")
     num_batches = n // batch_size
     idx = jax.random.permutation(key, n)[: num_batches * batch_size]
     idx = idx.reshape(num_batches, batch_size)
