@@ -166,7 +166,8 @@ def monte_carlo_bald(
     ``O(1 / num_samples)``. Works for any likelihood (Houlsby's closed form is probit-only).
     """
     lp = latent_sample_log_probs(likelihood, mean, var, key, num_samples=num_samples)
-    return uncertainty.bald(lp)
+    # [num_samples, batch, 2] with one batch axis, whatever the shape of mean (a scalar too)
+    return uncertainty.bald(lp.reshape(num_samples, -1, 2)).reshape(jnp.shape(mean))
 
 
 def houlsby_bald(mean: jax.Array, var: jax.Array) -> jax.Array:
