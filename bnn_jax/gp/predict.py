@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnn_jax import uncertainty
+from bnn_jax import checks, uncertainty
 from bnn_jax.gp.classification import GPPosterior, validate_inputs
 from bnn_jax.gp.kernels import Kernel
 from bnn_jax.gp.likelihoods import Likelihood, probit
@@ -95,8 +95,8 @@ def latent_function_samples(
     posterior: whole functions, the GP's "draws from the posterior" (for the decision regions
     of each draw, threshold at 0). The covariance is factored by its eigendecomposition with
     negative eigenvalues (rounding) clamped at 0."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples: expected an integer >= 1, got {num_samples!r}")
+    num_samples = checks.positive_int("num_samples", num_samples)
+    checks.key("key", key)
     mean, cov = latent_joint_predictive(kernel, posterior, x)
     eigenvalues, eigenvectors = jnp.linalg.eigh(cov)
     root = eigenvectors * jnp.sqrt(jnp.maximum(eigenvalues, 0.0))
@@ -150,8 +150,8 @@ def latent_sample_log_probs(
       >>> uncertainty.mean_log_probs(lp)                # MC predictive of the logistic GP
     """
     check_moments(mean, var)
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples: expected an integer >= 1, got {num_samples!r}")
+    num_samples = checks.positive_int("num_samples", num_samples)
+    checks.key("key", key)
     noise = jax.random.normal(key, (num_samples, *jnp.shape(mean)), jnp.result_type(mean))
     f = mean + jnp.sqrt(var) * noise
     return jnp.stack([likelihood.log_sigmoid(-f), likelihood.log_sigmoid(f)], axis=-1)
