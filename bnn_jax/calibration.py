@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bnn_jax import checks
 from bnn_jax.uncertainty import check_log_probs, is_concrete
 
 __all__ = [
@@ -385,7 +386,7 @@ def fit_temperature(
       logits: validation logits ``[batch, C]``, finite.
       labels: int labels ``[batch]`` in ``[0, C)``.
       steps: maximum number of L-BFGS iterations, >= 1 (static).
-      init_temperature: starting temperature, > 0.
+      init_temperature: starting temperature, finite and > 0.
 
     Returns:
       The fitted temperature, a positive scalar.
@@ -404,8 +405,7 @@ def fit_temperature(
     _check_labels(labels, batch=shape[0], num_classes=shape[1], against="logits")
     if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
         raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")
-    if is_concrete(init_temperature) and not float(init_temperature) > 0:
-        raise ValueError(f"init_temperature: expected a value > 0, got {init_temperature!r}")
+    checks.positive("init_temperature", init_temperature)
 
     return _fit_temperature(logits, labels, init_temperature, int(steps))
 

@@ -193,3 +193,11 @@ X4, Y4 = np.zeros((4, 2), np.float32), np.zeros(4, np.int32)
 def test_bad_arguments_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_batches_refuse_non_finite_data(bad):
+    with pytest.raises(ValueError, match="x: expected finite values"):
+        data.Batches(np.where(np.eye(4, 2) > 0, bad, X4), Y4, 2)
+    with pytest.raises(ValueError, match="y: expected finite values"):
+        data.Batches(X4, np.where(np.arange(4) == 2, bad, 0.0), 2)

@@ -17,7 +17,8 @@ class Batches:
     Iterating yields ``Batch(x, y)`` numpy slices. With ``key`` the order is a permutation drawn
     from it (the same permutation on every iteration: use ``jax.random.fold_in(key, epoch)`` for
     a new order per epoch); without it the data order is kept, which is what curvature
-    accumulation wants. The last, smaller batch is kept unless ``drop_remainder``.
+    accumulation wants. The last, smaller batch is kept unless ``drop_remainder``. NaN or
+    inf in ``x`` or ``y`` is refused (``ValueError``).
 
     Example:
         >>> for epoch in range(3):
@@ -30,6 +31,8 @@ class Batches:
             raise ValueError(
                 f"y: expected as many targets as inputs (> 0), got {len(y)} and {len(x)}"
             )
+        checks.finite("x", x)
+        checks.finite("y", y)
         self.batch_size = checks.positive_int("batch_size", batch_size)
         if key is not None:
             checks.key("key", key)
