@@ -66,7 +66,7 @@ def check_log_probs(log_probs, *, name: str = "log_probs", min_ndim: int = 1) ->
     values = np.asarray(log_probs, dtype=np.float64)
     if np.isnan(values).any():
         raise ValueError(f"{name}: expected no NaN values")
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         top = np.max(values, axis=-1, keepdims=True)
         safe_top = np.where(np.isfinite(top), top, 0.0)
         total = np.log(np.sum(np.exp(values - safe_top), axis=-1)) + safe_top[..., 0]

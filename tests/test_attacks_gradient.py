@@ -344,6 +344,21 @@ def _bad_calls():
             )
         ],
         (lambda: attacks.fgm(lambda x_: f(x_) * jnp.nan, x, eps=0.1, norm="l2"), "log_prob_fn"),
+        # a step into overflow: the attacked inputs would be inf (fgm) or NaN (pgd's gradients)
+        (
+            lambda: attacks.fgm(
+                lambda x_: jax.nn.log_softmax(x_ @ jnp.array([[1.0, -1.0, 0.0], [0.0, 0.0, 0.0]])),
+                x + 1e38,  # finite log-probabilities, gradient (2, 0): a step to 4e38 = inf
+                eps=3e38,
+                norm="linf",
+                labels=jnp.ones(4, int),
+            ),
+            "eps: the attacked inputs are not finite",
+        ),
+        (
+            lambda: attacks.pgd(f, x, key=jax.random.key(0), eps=3e38, norm="linf", **it),
+            "eps: the attacked inputs are not finite",
+        ),
     ]
 
 

@@ -266,6 +266,12 @@ def sweep(
             x_adv = _in_batches(partial(run_attack, eps=eps_array), (x, labels), batch_size, axis=0)
             if x_adv.shape != x.shape:
                 raise ValueError(f"attack: expected outputs shaped like x, got {x_adv.shape}")
+            if not np.all(np.isfinite(np.asarray(x_adv))):
+                raise ValueError(
+                    f"attack: non-finite attacked inputs for method {name!r} at eps {eps:g} "
+                    "(an overflowing step, or NaN/inf log-probabilities or gradients in the "
+                    "eps-ball); expected a smaller eps or a data range"
+                )
             adv = _in_batches(evaluate, (x_adv,), batch_size, axis=1)
             summary, success, scores_in, scores_out = _summarise(
                 clean, adv, labels, num_bins=num_bins

@@ -129,6 +129,18 @@ def _check_inputs(log_prob_fn: LogProbFn, x, labels, targets, clip_min, clip_max
     return x, labels, targets
 
 
+def _check_attacked(x_adv: jax.Array) -> jax.Array:
+    """``x_adv``, or a ``ValueError`` if it is concrete and not finite."""
+    concrete = _concrete(x_adv)
+    if concrete is not None and not np.all(np.isfinite(concrete)):
+        raise ValueError(
+            "eps: the attacked inputs are not finite (the step overflowed, or log_prob_fn or its "
+            "gradient is NaN or inf inside the eps-ball); expected a smaller eps or a data "
+            "range (clip_min, clip_max)"
+        )
+    return x_adv
+
+
 def _clip(x: jax.Array, clip_min, clip_max) -> jax.Array:
     if clip_min is not None:
         x = jnp.maximum(x, clip_min)
@@ -236,7 +248,8 @@ def fgm(
     x, ops, grad_fn, y = _setup(log_prob_fn, x, labels, targets, clip_min, clip_max, norm, loss_fn)
     _check_scalar("eps", eps)
     eps = jnp.asarray(eps, x.dtype)
-    return _clip(x + eps * ops.direction(grad_fn(x, y)), clip_min, clip_max).astype(x.dtype)
+    x_adv = _clip(x + eps * ops.direction(grad_fn(x, y)), clip_min, clip_max).astype(x.dtype)
+    return _check_attacked(x_adv)
 
 
 def _iterate(
@@ -292,7 +305,7 @@ def bim(
     _check_scalar("eps_iter", eps_iter, at_most=eps, at_most_name="eps")
     _check_steps(steps)
     delta = jnp.zeros_like(x)
-    return _iterate(
+    x_adv = _iterate(
         log_prob_fn,
         x,
         delta,
@@ -305,6 +318,7 @@ def bim(
         clip_min=clip_min,
         clip_max=clip_max,
     )
+    return _check_attacked(x_adv)
 
 
 def pgd(
@@ -338,7 +352,7 @@ def pgd(
     _check_steps(steps)
     start = ops.random(key, x.shape, jnp.asarray(eps, x.dtype), x.dtype)
     delta = (_clip(x + start, clip_min, clip_max) - x).astype(x.dtype)
-    return _iterate(
+    x_adv = _iterate(
         log_prob_fn,
         x,
         delta,
@@ -351,3 +365,4 @@ def pgd(
         clip_min=clip_min,
         clip_max=clip_max,
     )
+    return _check_attacked(x_adv)

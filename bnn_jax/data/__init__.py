@@ -50,8 +50,9 @@ def load(
       seed: seed of the generator (toy2d, mnist1d) and of the splits.
       classes: keep only these original classes, relabelled ``0..k-1`` in the given order
         (e.g. ``(0, 1, 2, 3, 4)``; the rest are then available as ``load_ood(ds, "held_out")``).
-      num_train: for toy2d the number of generated training points (default 100); for the other
-        data sets keep only the first ``num_train`` training examples of the shuffled split.
+      num_train: for toy2d the number of generated training points (default 100, at least 2);
+        for the other data sets keep only the first ``num_train`` training examples of the
+        shuffled split.
       data_dir: tfds data directory (default ``~/tensorflow_datasets``).
 
     Example:
@@ -62,7 +63,8 @@ def load(
     if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"name: unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
     seed = checks.seed("seed", seed)
-    num_train = None if num_train is None else checks.positive_int("num_train", num_train)
+    if num_train is not None:  # toy2d standardises with the training std: 2 points at least
+        num_train = checks.positive_int("num_train", num_train, minimum=2 if name == "toy2d" else 1)
     _check_data_dir(data_dir)
     total = BUNDLED_DATASETS.get(name) or TFDS_DATASETS[name]
     if name == "toy2d":

@@ -121,6 +121,7 @@ def predictive_log_probs(likelihood: Likelihood, mean: jax.Array, var: jax.Array
       mean, var: ``[num_classes, m]`` from :func:`latent_predictive`.
     """
     predict.check_moments(mean, var)
+    mean, var = jnp.asarray(mean), jnp.asarray(var)
     log_p = likelihood.log_predictive(mean, var).T
     return log_p - jax.nn.logsumexp(log_p, axis=-1, keepdims=True)
 

@@ -124,6 +124,7 @@ def predictive_log_probs(likelihood: Likelihood, mean: jax.Array, var: jax.Array
     (see :func:`latent_sample_log_probs` for Monte Carlo).
     """
     check_moments(mean, var)
+    mean, var = jnp.asarray(mean), jnp.asarray(var)
     return jnp.stack(
         [likelihood.log_predictive(-mean, var), likelihood.log_predictive(mean, var)], axis=-1
     )
@@ -150,6 +151,7 @@ def latent_sample_log_probs(
       >>> uncertainty.mean_log_probs(lp)                # MC predictive of the logistic GP
     """
     check_moments(mean, var)
+    mean, var = jnp.asarray(mean), jnp.asarray(var)
     num_samples = checks.positive_int("num_samples", num_samples)
     checks.key("key", key)
     noise = jax.random.normal(key, (num_samples, *jnp.shape(mean)), jnp.result_type(mean))
@@ -188,7 +190,9 @@ def houlsby_bald(mean: jax.Array, var: jax.Array) -> jax.Array:
       BALD in nats, shaped like ``mean``; always below the predictive entropy.
     """
     check_moments(mean, var)
+    mean, var = jnp.asarray(mean), jnp.asarray(var)
     entropy = predictive_entropy(probit(), mean, var)
     spread = var + HOULSBY_C2
     expected_entropy = jnp.log(2.0) * jnp.sqrt(HOULSBY_C2 / spread)
-    return entropy - expected_entropy * jnp.exp(-(mean**2) / (2.0 * spread))
+    # exp(-mean^2 / (2 spread)), written so that huge moments give 0, not inf / inf = NaN
+    return entropy - expected_entropy * jnp.exp(-0.5 * jnp.square(mean / jnp.sqrt(spread)))
