@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bnn_jax import checks
 from bnn_jax.uncertainty import check_log_probs, is_concrete
 
 __all__ = [
@@ -385,10 +386,16 @@ def fit_temperature(
       logits: validation logits ``[batch, C]``, finite.
       labels: int labels ``[batch]`` in ``[0, C)``.
       steps: maximum number of L-BFGS iterations, >= 1 (static).
-      init_temperature: starting temperature, > 0.
+      init_temperature: starting temperature, finite and > 0.
 
     Returns:
       The fitted temperature, a positive scalar.
+
+    Raises:
+      ValueError: besides bad arguments, when (concrete) logits admit no finite positive
+        temperature: the NLL, convex in ``1/T``, is minimised at ``T = inf`` when
+        ``mean_i(z_iy - mean_c z_ic) <= 0``, and at ``T -> 0`` when every label logit is its
+        row's maximum (a validation set without errors).
 
     Example:
       >>> temperature = fit_temperature(val_logits, val_labels)
@@ -404,10 +411,34 @@ def fit_temperature(
     _check_labels(labels, batch=shape[0], num_classes=shape[1], against="logits")
     if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
         raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")
-    if is_concrete(init_temperature) and not float(init_temperature) > 0:
-        raise ValueError(f"init_temperature: expected a value > 0, got {init_temperature!r}")
+    checks.positive("init_temperature", init_temperature)
 
-    return _fit_temperature(logits, labels, init_temperature, int(steps))
+    if is_concrete(logits) and is_concrete(labels):
+        _check_temperature_has_optimum(np.asarray(logits, np.float64), np.asarray(labels))
+    temperature = _fit_temperature(logits, labels, init_temperature, int(steps))
+    if is_concrete(temperature) and not 0 < float(temperature) < np.inf:
+        raise ValueError(
+            f"logits: L-BFGS reached the temperature {float(temperature)}; expected logits of "
+            "a moderate scale"
+        )
+    return temperature
+
+
+def _check_temperature_has_optimum(logits: np.ndarray, labels: np.ndarray) -> None:
+    """The NLL is convex in ``b = 1/T`` with slope ``mean_i(mean_c z_ic - z_iy)`` at ``b = 0``;
+    its minimiser is ``T = inf`` when that slope is ``>= 0`` and ``T = 0`` when every label
+    logit is its row's maximum (the NLL then falls for ever as ``b`` grows)."""
+    label_logits = np.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    if np.mean(label_logits - logits.mean(axis=-1)) <= 0:
+        raise ValueError(
+            "logits: the NLL is minimised by T = inf (uniform predictions): on average the "
+            "label's logit is not above the mean logit; temperature scaling cannot help"
+        )
+    if np.all(label_logits >= logits.max(axis=-1)):
+        raise ValueError(
+            "logits: the NLL is minimised by T -> 0: every label is a top prediction, so any "
+            "confidence looks calibrated; fit on a larger validation set with some errors"
+        )
 
 
 @functools.partial(jax.jit, static_argnums=3)

@@ -26,6 +26,8 @@ __all__ = [
     "nonnegative",
     "positive",
     "positive_int",
+    "rate",
+    "seed",
 ]
 
 
@@ -44,6 +46,24 @@ def positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def seed(name: str, value: Any) -> int:
+    """``value`` as an ``int`` if it is an integer (Python or numpy, not bool) in ``[0, 2**32)``,
+    the range every seeded generator accepts (``jax.random.key``, numpy, scikit-learn)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value < 2**32:
+        raise ValueError(f"{name}: expected an integer seed in [0, 2**32), got {value!r}")
+    return int(value)
+
+
+def rate(name: str, value: Any) -> float:
+    """``value`` as a ``float`` if it is a real number (not bool) in ``[0, 1)``, e.g. a dropout
+    rate."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{name}: expected a rate in [0, 1), got {value!r}")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name}: expected a rate in [0, 1), got {value!r}")
+    return float(value)
 
 
 def chunk_size(name: str, value: Any) -> int | None:

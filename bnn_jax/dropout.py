@@ -28,15 +28,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bnn_jax import models, predictive
+from bnn_jax import checks, models, predictive
 from bnn_jax.types import Key, Params
 
 __all__ = ["concrete_rates", "make_logits_fn", "make_mask_apply_fn", "sample_log_probs"]
 
 
 def _check_inputs(x: jax.Array) -> None:
+    """A batch ``[batch, ...]`` of inputs, finite when concrete (as the Laplace predictives)."""
     if jnp.ndim(x) < 2:
         raise ValueError(f"x: expected a batch of inputs [batch, ...], got shape {jnp.shape(x)}")
+    checks.finite("x", x)
 
 
 def make_mask_apply_fn(
@@ -53,6 +55,7 @@ def make_mask_apply_fn(
 
     def apply_fn(params: Params, x: jax.Array, key: Key) -> jax.Array:
         _check_inputs(x)
+        checks.key("key", key)
         return jax.vmap(lambda xi: dropout_apply(params, xi[None], key)[0])(x)
 
     return apply_fn
@@ -94,7 +97,7 @@ def sample_log_probs(
     Args:
       model: a flax module following :mod:`bnn_jax.models`' calling convention.
       variables: its trained variables (``"params"`` and e.g. ``"batch_stats"``).
-      x: inputs ``[batch, ...]``.
+      x: inputs ``[batch, ...]``, finite.
       key: PRNG key of the masks.
       num_samples: number of masks ``T >= 1``.
       chunk_size: masks evaluated at once (memory bound); ``None`` evaluates all at once.
@@ -106,8 +109,9 @@ def sample_log_probs(
       >>> lp = sample_log_probs(model, variables, x, key=jax.random.key(1), num_samples=50)
       >>> log_p_bar = uncertainty.mean_log_probs(lp)
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples: expected an integer >= 1, got {num_samples}")
+    num_samples = checks.positive_int("num_samples", num_samples)
+    checks.chunk_size("chunk_size", chunk_size)
+    checks.key("key", key)
     _check_inputs(x)
     keys = jax.random.split(key, num_samples)
     return predictive.sample_log_probs(

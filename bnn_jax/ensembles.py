@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bnn_jax import models, predictive, training
+from bnn_jax import checks, models, predictive, training
 from bnn_jax.data import check_arrays
 
 __all__ = ["make_logits_fn", "member", "sample_log_probs", "stack", "train_ensemble"]
@@ -39,7 +39,16 @@ def stack(members: Sequence[models.Variables]) -> models.Variables:
 
 
 def member(variables: models.Variables, index: int) -> models.Variables:
-    """The variables of member ``index`` of stacked ``variables``."""
+    """The variables of member ``index`` (``-M <= index < M``, Python's negative indices) of
+    stacked ``variables``."""
+    leaves = jax.tree.leaves(variables)
+    num_members = jnp.shape(leaves[0])[0] if leaves and jnp.ndim(leaves[0]) else 0
+    if isinstance(index, bool) or not isinstance(index, int | np.integer):
+        raise ValueError(f"index: expected an integer member index, got {index!r}")
+    if not -num_members <= index < num_members:
+        raise ValueError(
+            f"index: expected a member index in [-{num_members}, {num_members}), got {index}"
+        )
     return jax.tree.map(lambda leaf: leaf[index], variables)
 
 
@@ -69,6 +78,10 @@ def sample_log_probs(
     Example:
       >>> log_p_bar = uncertainty.mean_log_probs(sample_log_probs(model, stacked, x))
     """
+    checks.chunk_size("chunk_size", chunk_size)
+    if jnp.ndim(x) < 2:
+        raise ValueError(f"x: expected a batch of inputs [batch, ...], got shape {jnp.shape(x)}")
+    checks.finite("x", x)
     return predictive.sample_log_probs(make_logits_fn(model), variables, x, chunk_size=chunk_size)
 
 
@@ -113,12 +126,11 @@ def train_ensemble(
       ...                         epochs=30, batch_size=64, prior_prec=1.0)
       >>> result.history["val_accuracy"][-1]          # final accuracy of each member
     """
-    if num_members < 1:
-        raise ValueError(f"num_members: expected an integer >= 1, got {num_members}")
-    if epochs < 1:
-        raise ValueError(f"epochs: expected an integer >= 1, got {epochs}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
+    checks.key("key", key)
+    num_members = checks.positive_int("num_members", num_members)
+    epochs = checks.positive_int("epochs", epochs)
+    batch_size = checks.positive_int("batch_size", batch_size)
+    checks.nonnegative("prior_prec", prior_prec)
     x, y = jnp.asarray(x), jnp.asarray(y)
     optimizer = optimizer or optax.adam(1e-3)
     input_shape = tuple(x.shape[1:])

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnn_jax import checks
 from bnn_jax.tree import normal_like, tree_dot
 from bnn_jax.types import Key, Params
 from bnn_jax.uncertainty import is_concrete
@@ -121,6 +122,7 @@ def random_direction(key: Key, params: Params, *, filter_normalize: bool = True)
       >>> d1, d2 = (random_direction(k, params) for k in keys)
       >>> stacked = jax.vmap(lambda k: random_direction(k, params))(keys)   # leading axis 2
     """
+    checks.key("key", key)
     _check_params(params)
     direction = normal_like(key, params)
     if not filter_normalize:

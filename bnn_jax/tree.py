@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from bnn_jax import checks
 from bnn_jax.types import Key, Params
 
 ravel = ravel_pytree
@@ -47,12 +48,14 @@ def tree_zeros_like(tree: Params) -> Params:
 
 def split_key_like(key: Key, tree: Params) -> Params:
     """One independent key per leaf of ``tree``, arranged in the same tree structure."""
+    checks.key("key", key)
     leaves, treedef = jax.tree.flatten(tree)
     return jax.tree.unflatten(treedef, list(jax.random.split(key, len(leaves))))
 
 
 def normal_like(key: Key, tree: Params) -> Params:
     """Standard normal draws shaped like ``tree``, one independent stream per leaf."""
+    checks.key("key", key)
     keys = split_key_like(key, tree)
     return jax.tree.map(lambda k, leaf: jax.random.normal(k, leaf.shape, leaf.dtype), keys, tree)
 
@@ -69,6 +72,7 @@ def standard_normals(key: Key, shapes, dtype) -> list[jax.Array]:
     Example:
       >>> z_w, z_b = standard_normals(jax.random.key(0), [(784, 500), (500,)], jnp.float32)
     """
+    checks.key("key", key)
     shapes = [tuple(s) for s in shapes]
     sizes = [math.prod(s) for s in shapes]
     with jax.threefry_partitionable(False):

@@ -3,8 +3,11 @@
 Every function takes log-probabilities (``jax.nn.log_softmax`` of logits), never probabilities:
 an entry of ``-inf`` is a class of probability exactly 0 and contributes exactly 0 to every
 entropy (``0 log 0 = 0``), in the value and in the gradient. Predictive samples are
-``sample_log_probs`` of shape ``[T, ..., C]`` (``T`` posterior samples, any batch shape,
-``C`` classes), as returned by :func:`bnn_jax.predictive.sample_log_probs`.
+``sample_log_probs`` of shape ``[T, batch, ..., C]`` (``T`` posterior samples, at least one
+batch axis, ``C`` classes), as returned by :func:`bnn_jax.predictive.sample_log_probs`. A
+``[n, C]`` array is refused by the sample-based functions rather than read as ``n`` samples of
+one input: pass ``log_probs[None]`` for a single (deterministic) prediction per input, and
+``samples[:, None]`` for ``T`` samples of a single input.
 
 Validation and jit: every public function checks its input with :func:`check_log_probs` in
 Python and then calls a jitted core. Shape checks always run; the value checks (no NaN, rows on
@@ -20,6 +23,7 @@ import numpy as np
 __all__ = [
     "bald",
     "check_log_probs",
+    "check_samples",
     "entropy",
     "expected_entropy",
     "max_probability",
@@ -62,7 +66,7 @@ def check_log_probs(log_probs, *, name: str = "log_probs", min_ndim: int = 1) ->
     values = np.asarray(log_probs, dtype=np.float64)
     if np.isnan(values).any():
         raise ValueError(f"{name}: expected no NaN values")
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         top = np.max(values, axis=-1, keepdims=True)
         safe_top = np.where(np.isfinite(top), top, 0.0)
         total = np.log(np.sum(np.exp(values - safe_top), axis=-1)) + safe_top[..., 0]
@@ -73,6 +77,22 @@ def check_log_probs(log_probs, *, name: str = "log_probs", min_ndim: int = 1) ->
             f"{name}: expected log-probabilities with logsumexp over the last axis equal to 0 "
             f"(within {tol:g}), got a row with logsumexp {worst:g} away from 0; pass "
             "jax.nn.log_softmax(logits), not logits or probabilities"
+        )
+
+
+def check_samples(sample_log_probs, *, name: str = "sample_log_probs") -> None:
+    """Raise ``ValueError`` unless ``sample_log_probs`` is ``[T, batch, ..., C]`` (at least three
+    axes) of valid log-probabilities (:func:`check_log_probs`)."""
+    _check_sample_axes(sample_log_probs, name)
+    check_log_probs(sample_log_probs, name=name)
+
+
+def _check_sample_axes(sample_log_probs, name: str) -> None:
+    shape = jnp.shape(sample_log_probs)
+    if len(shape) < 3:
+        raise ValueError(
+            f"{name}: expected posterior samples [T, batch, C] (at least 3 axes), got shape "
+            f"{shape}; for one deterministic prediction per input pass log_probs[None]"
         )
 
 
@@ -105,11 +125,13 @@ def _entropy(log_probs):
 
 
 def mean_log_probs(sample_log_probs: jax.Array) -> jax.Array:
-    """Log of the MC predictive, ``log (1/T) sum_t p_t``, from samples ``[T, ..., C]``.
+    """Log of the MC predictive, ``log (1/T) sum_t p_t``, from samples ``[T, batch, ..., C]``.
 
     Computed with ``logsumexp``, so probabilities that are exactly 0 or 1 stay exact. A
-    primitive for staged code: it does not validate its input.
+    primitive for staged code: it checks the number of axes (at least 3, as
+    :func:`check_samples`) but not the values.
     """
+    _check_sample_axes(sample_log_probs, "sample_log_probs")
     num_samples = sample_log_probs.shape[0]
     # logsumexp over samples, written out so that a class with probability 0 in every sample
     # gives -inf with a zero (not NaN) gradient.
@@ -125,12 +147,12 @@ def predictive_entropy(sample_log_probs: jax.Array) -> jax.Array:
     """Entropy of the MC predictive, ``H[p_bar]`` with ``p_bar = (1/T) sum_t p_t``.
 
     Args:
-      sample_log_probs: ``[T, ..., C]`` log-probabilities of ``T`` posterior samples.
+      sample_log_probs: ``[T, batch, ..., C]`` log-probabilities of ``T`` posterior samples.
 
     Returns:
       ``[...]`` total (aleatoric + epistemic) uncertainty in nats.
     """
-    check_log_probs(sample_log_probs, name="sample_log_probs", min_ndim=2)
+    check_samples(sample_log_probs)
     return _predictive_entropy(sample_log_probs)
 
 
@@ -143,12 +165,12 @@ def expected_entropy(sample_log_probs: jax.Array) -> jax.Array:
     """Mean entropy of the samples, ``(1/T) sum_t H[p_t]`` (the aleatoric part).
 
     Args:
-      sample_log_probs: ``[T, ..., C]`` log-probabilities of ``T`` posterior samples.
+      sample_log_probs: ``[T, batch, ..., C]`` log-probabilities of ``T`` posterior samples.
 
     Returns:
       ``[...]`` expected entropy in nats.
     """
-    check_log_probs(sample_log_probs, name="sample_log_probs", min_ndim=2)
+    check_samples(sample_log_probs)
     return _expected_entropy(sample_log_probs)
 
 
@@ -168,7 +190,7 @@ def bald(sample_log_probs: jax.Array) -> jax.Array:
     rounding of the input log-probabilities dominates.)
 
     Args:
-      sample_log_probs: ``[T, ..., C]`` log-probabilities of ``T`` posterior samples.
+      sample_log_probs: ``[T, batch, ..., C]`` log-probabilities of ``T`` posterior samples.
 
     Returns:
       ``[...]`` BALD in nats, in ``[0, predictive_entropy]`` up to rounding.
@@ -177,7 +199,7 @@ def bald(sample_log_probs: jax.Array) -> jax.Array:
       >>> lp = predictive.sample_log_probs(logits_fn, keys, x)   # [T, batch, C]
       >>> bald(lp) <= predictive_entropy(lp)
     """
-    check_log_probs(sample_log_probs, name="sample_log_probs", min_ndim=2)
+    check_samples(sample_log_probs)
     return _bald(sample_log_probs)
 
 
@@ -194,12 +216,12 @@ def variation_ratio(sample_log_probs: jax.Array) -> jax.Array:
     ``1 - 1/min(T, C)``.
 
     Args:
-      sample_log_probs: ``[T, ..., C]`` log-probabilities of ``T`` posterior samples.
+      sample_log_probs: ``[T, batch, ..., C]`` log-probabilities of ``T`` posterior samples.
 
     Returns:
       ``[...]`` variation ratios in ``[0, 1)``.
     """
-    check_log_probs(sample_log_probs, name="sample_log_probs", min_ndim=2)
+    check_samples(sample_log_probs)
     return _variation_ratio(sample_log_probs)
 
 

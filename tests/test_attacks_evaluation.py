@@ -169,7 +169,20 @@ def _bad_calls():
         (lambda: sweep(y=jnp.full(4, 3)), r"labels: expected values in \[0, 3\)"),
         (lambda: sweep(x=x.at[0, 0].set(jnp.inf)), "x: expected finite"),
         (lambda: sweep(num_bins=0), "num_bins: expected an integer >= 1"),
-        (lambda: sweep(batch_size=0), "batch_size: expected a positive integer"),
+        (lambda: sweep(batch_size=0), "batch_size: expected an integer >= 1"),
+        (lambda: sweep(batch_size=2.5), "batch_size: expected an integer >= 1"),
+        (
+            lambda: sweep(methods={"p": attacks.Method(lambda x_: jnp.exp(f(x_)), method[1])}),
+            r"methods\['p'\].log_prob_fn\(x\): expected log-probabilities",
+        ),
+        (
+            lambda: sweep(methods={"p": attacks.Method(f, lambda x_: jnp.exp(f(x_))[None])}),
+            r"methods\['p'\].sample_log_probs_fn\(x\): expected log-probabilities",
+        ),
+        (
+            lambda: sweep(methods={"p": attacks.Method(f, f)}),
+            r"methods\['p'\].sample_log_probs_fn\(x\): expected posterior samples",
+        ),
         (lambda: attacks.detection(lp, lp, mask=jnp.ones(3, bool)), r"mask: .*\(4,\)"),
         (lambda: attacks.detection(lp[0], lp), "clean_sample_log_probs: expected"),
         (lambda: attacks.detection(lp, lp[0]), "adv_sample_log_probs: expected"),

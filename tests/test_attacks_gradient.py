@@ -320,6 +320,45 @@ def _bad_calls():
             "loss_fn: ",
         ),
         (lambda: attacks.input_gradient(f, x, labels=jnp.zeros(5, int)), "labels: "),
+        (
+            lambda: attacks.fgm(f, x, eps=0.1, norm="l2", clip_min=jnp.nan),
+            "clip_min: expected a number",
+        ),
+        (lambda: attacks.fgm(f, x, eps=0.1, norm="l2", clip_max="1"), "clip_max: expected"),
+        *[
+            (lambda k=k: attacks.pgd(f, x, key=k, eps=0.3, norm="l2", **it), "key: expected a PRNG")
+            for k in (0, "abc", None)
+        ],
+        # a log_prob_fn returning probabilities or logits would be attacked with the wrong loss
+        *[
+            (
+                lambda wrong=wrong, attack=attack: attack(wrong, x + 1.0),
+                r"log_prob_fn\(x\): expected log-probabilities",
+            )
+            for wrong in (lambda x_: jnp.exp(f(x_)), lambda x_: x_ @ jnp.eye(2, 3))
+            for attack in (
+                lambda g, x_: attacks.fgm(g, x_, eps=0.1, norm="l2"),
+                lambda g, x_: attacks.bim(g, x_, eps=0.3, norm="l2", **it),
+                lambda g, x_: attacks.pgd(g, x_, key=jax.random.key(0), eps=0.3, norm="l2", **it),
+                lambda g, x_: attacks.input_gradient(g, x_),
+            )
+        ],
+        (lambda: attacks.fgm(lambda x_: f(x_) * jnp.nan, x, eps=0.1, norm="l2"), "log_prob_fn"),
+        # a step into overflow: the attacked inputs would be inf (fgm) or NaN (pgd's gradients)
+        (
+            lambda: attacks.fgm(
+                lambda x_: jax.nn.log_softmax(x_ @ jnp.array([[1.0, -1.0, 0.0], [0.0, 0.0, 0.0]])),
+                x + 1e38,  # finite log-probabilities, gradient (2, 0): a step to 4e38 = inf
+                eps=3e38,
+                norm="linf",
+                labels=jnp.ones(4, int),
+            ),
+            "eps: the attacked inputs are not finite",
+        ),
+        (
+            lambda: attacks.pgd(f, x, key=jax.random.key(0), eps=3e38, norm="linf", **it),
+            "eps: the attacked inputs are not finite",
+        ),
     ]
 
 

@@ -314,9 +314,33 @@ GOOD_Y = jnp.array([1, 0])
             calibration.fit_temperature,
             (GOOD_LP, GOOD_Y),
             {"init_temperature": 0.0},
-            "init_temperature: expected a value > 0",
+            "init_temperature: expected a finite value > 0",
+        ),
+        (
+            calibration.fit_temperature,
+            (GOOD_LP, GOOD_Y),
+            {"init_temperature": float("inf")},
+            "init_temperature: expected a finite value > 0",
         ),
         (calibration.fit_temperature, (GOOD_LP, jnp.array([0, 5])), {}, "labels: expected values"),
+        (  # confidently wrong everywhere: the NLL falls all the way to T = inf
+            calibration.fit_temperature,
+            (jnp.array([[30.0, 0.0], [0.0, 30.0]]), jnp.array([1, 0])),
+            {},
+            r"logits: the NLL is minimised by T = inf",
+        ),
+        (  # constant logits: every T is as good, and T = inf among them
+            calibration.fit_temperature,
+            (jnp.full((2, 3), 1e30), jnp.array([1, 0])),
+            {},
+            r"logits: the NLL is minimised by T = inf",
+        ),
+        (  # no validation error: the NLL falls all the way to T = 0
+            calibration.fit_temperature,
+            (jnp.array([[3.0, 0.0], [0.0, 1.0]]), jnp.array([0, 1])),
+            {},
+            r"logits: the NLL is minimised by T -> 0",
+        ),
     ],
 )
 def test_bad_input_raises(fn, args, kwargs, match):

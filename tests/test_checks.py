@@ -63,3 +63,18 @@ def test_value_checks_skip_traced_values():
     assert float(f(-1.0)) == -1.0
     checks.nonnegative("tau", 0.0)
     checks.positive("tau", jnp.ones(3))
+
+
+def test_seed():
+    assert checks.seed("seed", np.uint32(2**32 - 1)) == 2**32 - 1
+    assert checks.seed("seed", 0) == 0
+    for bad in (-1, 2**32, 1.0, True, None, "0"):
+        with pytest.raises(ValueError, match=r"seed: expected an integer seed in \[0, 2\*\*32\)"):
+            checks.seed("seed", bad)
+
+
+def test_rate():
+    assert checks.rate("p", 0) == 0.0 and checks.rate("p", np.float32(0.5)) == 0.5
+    for bad in (1.0, -0.1, float("nan"), True, "0.1", None):
+        with pytest.raises(ValueError, match=r"p: expected a rate in \[0, 1\)"):
+            checks.rate("p", bad)

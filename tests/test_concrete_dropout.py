@@ -234,9 +234,12 @@ def test_concrete_rates_reads_every_layer_and_keeps_member_axes():
         ({"weight_regularizer": -1.0}, "weight_regularizer"),
         ({"dropout_regularizer": -1.0}, "dropout_regularizer"),
         ({"temperature": 0.0}, "temperature"),
+        ({"temperature": float("inf")}, "temperature"),
+        ({"weight_regularizer": float("nan")}, "weight_regularizer"),
     ],
 )
-def test_bad_attributes_are_value_errors(attributes, message):
-    layer = models.ConcreteDropout(nn.Dense(2), **attributes)
+def test_bad_attributes_are_value_errors_at_construction(attributes, message):
     with pytest.raises(ValueError, match=message):
-        layer.init(jax.random.key(0), jnp.ones((1, 3)))
+        models.ConcreteDropout(nn.Dense(2), **attributes)
+    with pytest.raises(ValueError, match=message):
+        models.ConcreteDropoutMLP((4,), 2, **attributes)

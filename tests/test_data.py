@@ -147,3 +147,59 @@ def test_tfds_loading_with_mock_data(no_network, name, shape):
 def test_tfds_not_prepared_says_how_to_prepare(no_network, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"not prepared(.|\n)*download_and_prepare_kwargs"):
         data.load("fashion_mnist", data_dir=str(tmp_path))
+
+
+def test_tfds_not_prepared_in_the_default_folder(no_network, tmp_path, monkeypatch):
+    # tfds itself raises KeyError("... splits is empty") here; the loader says what to do.
+    tfds = pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setattr(tfds.core.constants, "DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="'mnist' is not prepared"):
+        data.load("mnist")
+
+
+X4, Y4 = np.zeros((4, 2), np.float32), np.zeros(4, np.int32)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: data.Batches(X4, Y4, 2.5), r"batch_size: expected an integer >= 1, got 2\.5"),
+        (lambda: data.Batches(X4, Y4, np.float32(2)), "batch_size: expected an integer"),
+        (lambda: data.Batches(X4, Y4, True), "batch_size: expected an integer"),
+        (lambda: data.Batches(X4, Y4, None), "batch_size: expected an integer"),
+        (lambda: data.Batches(X4, Y4, 2, key=0), "key: expected a PRNG key"),
+        (lambda: data.Batches(X4, Y4, 2, key="abc"), "key: expected a PRNG key"),
+        (lambda: data.Batches(X4, Y4, 2, drop_remainder="no"), "drop_remainder: expected a bool"),
+        (lambda: data.epoch_batches(X4, Y4, 2.0, jax.random.key(0)), "batch_size: expected"),
+        (lambda: data.epoch_batches(X4, Y4, 5, jax.random.key(0)), "batch_size: expected at most"),
+        (lambda: data.epoch_batches(X4, Y4, 2, None), "key: expected a PRNG key"),
+        (lambda: data.load("toy2d", seed=1.5), r"seed: expected an integer seed in \[0, 2\*\*32\)"),
+        (lambda: data.load("toy2d", seed=-1), "seed: expected an integer seed"),
+        (lambda: data.load("toy2d", seed="0"), "seed: expected an integer seed"),
+        (lambda: data.load("toy2d", num_train=10.5), "num_train: expected an integer >= 2"),
+        (lambda: data.load("toy2d", num_train=0), "num_train: expected an integer >= 2"),
+        (lambda: data.load("toy2d", num_train=1), "num_train: expected an integer >= 2"),
+        (lambda: data.load("digits", num_train=0), "num_train: expected an integer >= 1"),
+        (lambda: data.load("digits", classes=(0, 1.5)), "classes: expected distinct integer"),
+        (lambda: data.load("digits", classes=(1, 1)), "classes: expected distinct integer"),
+        (lambda: data.load("digits", classes=3), "classes: expected distinct integer"),
+        (lambda: data.load("digits", classes=()), "classes: expected distinct integer"),
+        (lambda: data.load("digits", data_dir=3), "data_dir: expected a folder path"),
+        (lambda: data.load(None), "name: unknown data set None"),
+        (lambda: data.load_ood("toy2d", "noise"), "dataset: expected a data.Dataset"),
+        (lambda: data.load_ood(data.load("toy2d"), "noise", num=2.5), "num: expected an integer"),
+        (lambda: data.load_ood(data.load("toy2d"), "noise", seed=None), "seed: expected"),
+    ],
+)
+def test_bad_arguments_are_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_batches_refuse_non_finite_data(bad):
+    with pytest.raises(ValueError, match="x: expected finite values"):
+        data.Batches(np.where(np.eye(4, 2) > 0, bad, X4), Y4, 2)
+    with pytest.raises(ValueError, match="y: expected finite values"):
+        data.Batches(X4, np.where(np.arange(4) == 2, bad, 0.0), 2)

@@ -159,3 +159,31 @@ def test_bad_inputs_are_value_errors():
 def test_dropout_rate_outside_unit_interval_is_a_value_error(make, shape, rate):
     with pytest.raises(ValueError, match=r"dropout_rate: expected a rate in \[0, 1\)"):
         models.init(make(rate), jax.random.key(0), shape)
+
+
+def _bad_dropout_calls():
+    model, variables, x = _setup("mlp")
+    key = jax.random.key(0)
+    sample = lambda **kw: dropout.sample_log_probs(
+        model, variables, kw.pop("x", x), **({"key": key, "num_samples": 2} | kw)
+    )
+    apply_fn = dropout.make_mask_apply_fn(model, variables)
+    logits_fn = dropout.make_logits_fn(model, variables)
+    return [
+        (lambda: sample(x=x.at[1, 0].set(jnp.inf)), "x: expected finite values"),
+        (lambda: sample(x=x.at[0, 1].set(jnp.nan)), "x: expected finite values"),
+        (lambda: sample(num_samples=None), "num_samples: expected an integer >= 1, got None"),
+        (lambda: sample(num_samples=2.5), r"num_samples: expected an integer >= 1, got 2\.5"),
+        (lambda: sample(chunk_size=1.5), "chunk_size: expected an integer"),
+        *[(lambda k=k: sample(key=k), "key: expected a PRNG key") for k in (0, "abc", None)],
+        (lambda: apply_fn(variables["params"], x, 0), "key: expected a PRNG key"),
+        (lambda: logits_fn("abc", x), "key: expected a PRNG key"),
+        (lambda: logits_fn(key, x.at[0, 0].set(-jnp.inf)), "x: expected finite values"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_bad_dropout_calls())))
+def test_bad_arguments_are_named(index):
+    call, match = _bad_dropout_calls()[index]
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -95,3 +95,36 @@ def test_bad_inputs_are_value_errors():
         ensembles.train_ensemble(model, x, y + 5, num_members=2, **common)
     with pytest.raises(ValueError, match="members: expected at least one"):
         ensembles.stack([])
+
+
+def _bad_ensemble_calls():
+    x, y = np.zeros((4, 2), np.float32), np.zeros(4, np.int32)
+    model = models.MLP((4,), 2)
+    common = dict(key=jax.random.key(0), num_members=2, epochs=1, batch_size=2)
+    train = lambda **kw: ensembles.train_ensemble(model, x, y, **(common | kw))
+    stacked = ensembles.stack([models.init(model, jax.random.key(i), (2,)) for i in range(2)])
+    return [
+        (lambda: train(num_members=2.5), r"num_members: expected an integer >= 1, got 2\.5"),
+        (lambda: train(num_members=None), "num_members: expected an integer >= 1, got None"),
+        (lambda: train(epochs=1.0), "epochs: expected an integer"),
+        (lambda: train(batch_size=2.5), "batch_size: expected an integer"),
+        (lambda: train(prior_prec=float("nan")), "prior_prec: expected a finite value >= 0"),
+        *[(lambda k=k: train(key=k), "key: expected a PRNG key") for k in (0, "abc", None)],
+        (lambda: ensembles.member(stacked, 2), r"index: expected a member index in \[-2, 2\)"),
+        (lambda: ensembles.member(stacked, 1.0), "index: expected an integer member index"),
+        (
+            lambda: ensembles.sample_log_probs(model, stacked, x, chunk_size=0.5),
+            "chunk_size: expected an integer",
+        ),
+        (
+            lambda: ensembles.sample_log_probs(model, stacked, np.full((4, 2), np.nan)),
+            "x: expected finite values",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_bad_ensemble_calls())))
+def test_bad_arguments_are_named(index):
+    call, match = _bad_ensemble_calls()[index]
+    with pytest.raises(ValueError, match=match):
+        call()

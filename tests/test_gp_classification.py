@@ -186,7 +186,7 @@ def test_mode_functions_reject_bad_shapes_and_settings():
         gp.log_marginal_likelihood(kernel_matrix, jnp.ones((3, 1)), likelihood=gp.probit())
     with pytest.raises(ValueError, match="y: expected binary labels in"):
         gp.find_mode(kernel_matrix, jnp.array([0, 2, 1]), likelihood=gp.probit())
-    with pytest.raises(ValueError, match=r"tol: expected None or a positive float, got -1\.0"):
+    with pytest.raises(ValueError, match=r"tol: expected a finite value > 0, got -1\.0"):
         gp.find_mode(kernel_matrix, jnp.ones(3), likelihood=gp.probit(), tol=-1.0)
     with pytest.raises(ValueError, match=r"max_iterations: expected an integer >= 1, got 2\.5"):
         gp.log_marginal_likelihood(

@@ -36,7 +36,7 @@ def test_lbfgs_increases_the_evidence_to_a_stationary_point(x64, toy2d):
     [
         ({"max_steps": 0}, "max_steps: expected an integer >= 1, got 0"),
         ({"memory_size": 2.5}, "memory_size: expected an integer >= 1"),
-        ({"gtol": 0.0}, "gtol: expected a positive float, got 0.0"),
+        ({"gtol": 0.0}, "gtol: expected a finite value > 0, got 0.0"),
     ],
 )
 def test_bad_settings_raise(toy2d, setting, match):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import log_ndtr
 
-from bnn_jax import data, gp
+from bnn_jax import data, gp, uncertainty
 
 Z = np.linspace(-12.0, 12.0, 4001)
 
@@ -138,3 +138,55 @@ def test_bad_moments_raise():
         gp.predictive_entropy(gp.logistic(), mean.at[0].set(jnp.nan), var)
     with pytest.raises(ValueError, match="num_samples: expected an integer >= 1, got 0"):
         gp.monte_carlo_bald(gp.probit(), mean, var, jax.random.key(0), num_samples=0)
+
+
+def _bad_sampling_calls():
+    mean, var = jnp.zeros(3), jnp.ones(3)
+    ds = data.load("toy2d", seed=1)
+    x, y = ds.x_train[:10], ds.y_train[:10]
+    kernel, lik = gp.rbf_kernel(), gp.probit()
+    posterior = gp.fit(kernel, kernel.init(), x, y, likelihood=lik)
+    multi = gp.multiclass.sample_log_probs
+    calls = [
+        lambda k, n: gp.latent_sample_log_probs(lik, mean, var, k, num_samples=n),
+        lambda k, n: gp.monte_carlo_bald(lik, mean, var, k, num_samples=n),
+        lambda k, n: multi(lik, jnp.zeros((3, 2)), jnp.ones((3, 2)), k, num_samples=n),
+        lambda k, n: gp.latent_function_samples(kernel, posterior, x, key=k, num_samples=n),
+    ]
+    key = jax.random.key(0)
+    return [
+        *[
+            (lambda c=c, k=k: c(k, 4), "key: expected a PRNG key")
+            for c in calls
+            for k in (0, "abc")
+        ],
+        *[(lambda c=c: c(None, 4), "key: expected a PRNG key") for c in calls],
+        *[
+            (lambda c=c: c(key, 2.5), r"num_samples: expected an integer >= 1, got 2\.5")
+            for c in calls
+        ],
+        *[(lambda c=c: c(key, None), "num_samples: expected an integer >= 1") for c in calls],
+        (
+            lambda: gp.fit("rbf", kernel.init(), x, y, likelihood=lik),
+            "kernel: expected a gp.Kernel",
+        ),
+        (lambda: gp.fit(kernel, kernel.init(), x, y, likelihood=lik, tol=np.inf), "tol: expected"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_bad_sampling_calls())))
+def test_bad_keys_and_sample_counts_are_named(index):
+    call, match = _bad_sampling_calls()[index]
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_monte_carlo_bald_keeps_the_shape_of_mean():
+    key, lik = jax.random.key(0), gp.probit()
+    scalar = gp.monte_carlo_bald(lik, jnp.array(0.5), jnp.array(2.0), key, num_samples=64)
+    batch = gp.monte_carlo_bald(
+        lik, jnp.full((2, 3), 0.5), jnp.full((2, 3), 2.0), key, num_samples=64
+    )
+    assert scalar.shape == () and batch.shape == (2, 3)
+    lp = gp.latent_sample_log_probs(lik, jnp.array(0.5), jnp.array(2.0), key, num_samples=64)
+    np.testing.assert_allclose(scalar, uncertainty.bald(lp[:, None])[0], rtol=1e-6)

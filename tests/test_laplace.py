@@ -11,6 +11,7 @@ from test_laplace_problems import key as make_key
 from bnn_jax import curvature, laplace, losses
 from bnn_jax.curvature import subset as subsets
 from bnn_jax.data import Batches
+from bnn_jax.types import Batch
 
 
 def _brute_force(apply_fn, params, x, y, select):
@@ -253,7 +254,7 @@ def test_bad_inputs_raise_value_errors(x64):
     with pytest.raises(ValueError, match="curvature"):
         fit(params=nan_params)
     with pytest.raises(ValueError, match="batches"):
-        fit(batches=Batches(np.where(np.arange(24)[:, None] == 3, np.nan, x), y, 8))
+        fit(batches=[Batch(np.where(np.arange(24)[:, None] == 3, np.nan, x), y)])
     with pytest.raises(ValueError, match="y"):
         fit(batches=Batches(x, y + NUM_CLASSES, 8))
     with pytest.raises(ValueError, match="batches"):

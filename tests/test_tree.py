@@ -1,8 +1,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from bnn_jax import tree
+from bnn_jax import landscape, tree
 
 
 def _example():
@@ -53,3 +54,19 @@ def test_standard_normals_shapes_moments_and_independence():
     assert abs(np.corrcoef(z, other.ravel())[0, 1]) < 0.04  # keys give independent draws
     first, second = z[:10_000], z[10_000:]  # and the parts of one draw do not repeat
     assert abs(np.corrcoef(first, second)[0, 1]) < 0.04
+
+
+@pytest.mark.parametrize("bad", [0, "abc", None])
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda k: tree.split_key_like(k, _example()),
+        lambda k: tree.normal_like(k, _example()),
+        lambda k: tree.standard_normals(k, [(2,), (3, 1)], jnp.float32),
+        lambda k: landscape.random_direction(k, _example()),
+    ],
+)
+def test_bad_keys_are_named(draw, bad):
+    with pytest.raises(ValueError, match="key: expected a PRNG key"):
+        draw(bad)
+    assert jax.tree.leaves(jax.jit(draw)(jax.random.key(0)))  # traced keys pass the check

@@ -156,9 +156,9 @@ def test_properties_on_random_simplices(probs):
         (uncertainty.entropy, jnp.zeros(()), "log_probs: expected an array with at least 1"),
         (uncertainty.entropy, jnp.zeros((1, 1), jnp.int32), "log_probs: expected a floating"),
         (uncertainty.max_probability, jnp.zeros((1, 2)), "log_probs: expected log-probabilities"),
-        (uncertainty.bald, jnp.zeros((1, 2)), "sample_log_probs: expected log-probabilities"),
+        (uncertainty.bald, jnp.zeros((1, 1, 2)), "sample_log_probs: expected log-probabilities"),
         (uncertainty.bald, jnp.zeros((0, 2, 1)), "sample_log_probs: expected non-empty"),
-        (uncertainty.predictive_entropy, jnp.zeros(1), "sample_log_probs: expected an array"),
+        (uncertainty.predictive_entropy, jnp.zeros(1), "sample_log_probs: expected posterior"),
         (uncertainty.expected_entropy, jnp.full((2, 1, 1), jnp.nan), "sample_log_probs: expect"),
         (uncertainty.variation_ratio, jnp.ones((2, 1, 1)), "sample_log_probs: expected log-prob"),
     ],
@@ -166,3 +166,14 @@ def test_properties_on_random_simplices(probs):
 def test_bad_input_raises(fn, arg, match):
     with pytest.raises(ValueError, match=match):
         fn(arg)
+
+
+@pytest.mark.parametrize("fn", [*SAMPLE_FUNCTIONS, uncertainty.mean_log_probs])
+def test_a_batch_of_predictions_is_not_taken_for_samples(fn):
+    # [n, C]: n deterministic predictions, once averaged over n as if they were T samples.
+    log_probs = jax.nn.log_softmax(jnp.array([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]]))
+    with pytest.raises(ValueError, match=r"expected posterior samples \[T, batch, C\].*\[None\]"):
+        fn(log_probs)
+    with pytest.raises(ValueError, match="expected posterior samples"):
+        jax.jit(fn)(log_probs)  # a shape check: it runs under jit too
+    assert fn(log_probs[None]).shape == (3,) + ((2,) if fn is uncertainty.mean_log_probs else ())

@@ -16,9 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from bnn_jax import calibration, ood, uncertainty
+from bnn_jax import calibration, checks, ood, uncertainty
 from bnn_jax.attacks.gradient import LogProbFn
 from bnn_jax.attacks.predictives import Method
+
+_PROBE = 8
+"""How many clean inputs :func:`sweep` passes eagerly through each ``log_prob_fn`` to check it."""
 
 AttackFn = Callable[..., jax.Array]
 """``attack(log_prob_fn, x, *, eps, labels) -> x_adv``; a sweep passes the true labels of the
@@ -186,11 +189,8 @@ def _check_sweep(methods, x, labels, epsilons, num_bins, batch_size):
         raise ValueError(f"epsilons: expected finite values >= 0, got {epsilons}")
     if isinstance(num_bins, bool) or not isinstance(num_bins, int | np.integer) or num_bins < 1:
         raise ValueError(f"num_bins: expected an integer >= 1, got {num_bins!r}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size!r}")
-    return x, labels, epsilons
+    batch_size = checks.chunk_size("batch_size", batch_size)
+    return x, labels, epsilons, batch_size
 
 
 def _check_label_range(labels: jax.Array, num_classes: int) -> None:
@@ -240,7 +240,9 @@ def sweep(
       >>> results = sweep(methods, functools.partial(fgm, norm="linf"), x, y, [0, 0.1, 0.2])
       >>> results["dropout"].entropy                          # entropy against step size
     """
-    x, labels, epsilons = _check_sweep(methods, x, labels, epsilons, num_bins, batch_size)
+    x, labels, epsilons, batch_size = _check_sweep(
+        methods, x, labels, epsilons, num_bins, batch_size
+    )
     batch_size = batch_size or x.shape[0]
     results = {}
     bar = tqdm(total=len(methods) * len(epsilons), desc="sweep", disable=not progress, leave=False)
@@ -248,7 +250,15 @@ def sweep(
         run_attack = jax.jit(_attack_with(attack, method.log_prob_fn))
         evaluate = jax.jit(method.sample_log_probs_fn)
         clean = _in_batches(evaluate, (x,), batch_size, axis=1)
-        uncertainty.check_log_probs(clean, name="sample_log_probs_fn(x)", min_ndim=3)
+        uncertainty.check_samples(clean, name=f"methods[{name!r}].sample_log_probs_fn(x)")
+        # the attack itself runs traced (unchecked): are its targets log-probabilities?
+        attacked = method.log_prob_fn(x[:_PROBE])
+        if jnp.shape(attacked) != (min(_PROBE, x.shape[0]), clean.shape[-1]):
+            raise ValueError(
+                f"methods[{name!r}].log_prob_fn: expected [batch, {clean.shape[-1]}] "
+                f"log-probabilities, got shape {jnp.shape(attacked)}"
+            )
+        uncertainty.check_log_probs(attacked, name=f"methods[{name!r}].log_prob_fn(x)")
         _check_label_range(labels, clean.shape[-1])
         rows = []
         for eps in epsilons:
@@ -256,6 +266,12 @@ def sweep(
             x_adv = _in_batches(partial(run_attack, eps=eps_array), (x, labels), batch_size, axis=0)
             if x_adv.shape != x.shape:
                 raise ValueError(f"attack: expected outputs shaped like x, got {x_adv.shape}")
+            if not np.all(np.isfinite(np.asarray(x_adv))):
+                raise ValueError(
+                    f"attack: non-finite attacked inputs for method {name!r} at eps {eps:g} "
+                    "(an overflowing step, or NaN/inf log-probabilities or gradients in the "
+                    "eps-ball); expected a smaller eps or a data range"
+                )
             adv = _in_batches(evaluate, (x_adv,), batch_size, axis=1)
             summary, success, scores_in, scores_out = _summarise(
                 clean, adv, labels, num_bins=num_bins

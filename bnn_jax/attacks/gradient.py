@@ -22,8 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnn_jax import checks
 from bnn_jax.attacks.norms import NormOps, norm_ops
 from bnn_jax.types import Key
+from bnn_jax.uncertainty import check_log_probs
 
 LogProbFn = Callable[[jax.Array], jax.Array]
 """``log_prob_fn(x) -> log-probabilities [batch, classes]``, differentiable in ``x``."""
@@ -94,12 +96,14 @@ def _check_inputs(log_prob_fn: LogProbFn, x, labels, targets, clip_min, clip_max
     concrete_x = _concrete(x)
     if concrete_x is not None and not np.all(np.isfinite(concrete_x)):
         raise ValueError("x: expected finite inputs, got NaN or inf")
-    out = jax.eval_shape(log_prob_fn, x)
+    out = jax.eval_shape(log_prob_fn, x) if concrete_x is None else log_prob_fn(x)
     if len(out.shape) != 2 or out.shape[0] != x.shape[0]:
         raise ValueError(
             "log_prob_fn: expected log-probabilities of shape [batch, classes] with "
             f"batch = {x.shape[0]}, got {out.shape}"
         )
+    if concrete_x is not None:  # probabilities or logits would be attacked with the wrong loss
+        check_log_probs(out, name="log_prob_fn(x)")
     if labels is not None and targets is not None:
         raise ValueError("labels, targets: give labels (untargeted) or targets, not both")
     if labels is not None:
@@ -107,6 +111,13 @@ def _check_inputs(log_prob_fn: LogProbFn, x, labels, targets, clip_min, clip_max
     if targets is not None:
         targets = _check_labels("targets", targets, x.shape[0], out.shape[1])
     low, high = _concrete(clip_min), _concrete(clip_max)
+    for name, given, value in (("clip_min", clip_min, low), ("clip_max", clip_max, high)):
+        if (
+            given is not None
+            and value is not None
+            and not (value.dtype.kind in "biuf" and not np.any(np.isnan(value)))
+        ):
+            raise ValueError(f"{name}: expected a number or array of numbers, got {given!r}")
     if clip_min is not None and clip_max is not None and low is not None and high is not None:
         if np.any(low > high):
             raise ValueError(f"clip_min: expected clip_min <= clip_max, got {low} > {high}")
@@ -116,6 +127,18 @@ def _check_inputs(log_prob_fn: LogProbFn, x, labels, targets, clip_min, clip_max
     ):
         raise ValueError("x: expected inputs inside [clip_min, clip_max]")
     return x, labels, targets
+
+
+def _check_attacked(x_adv: jax.Array) -> jax.Array:
+    """``x_adv``, or a ``ValueError`` if it is concrete and not finite."""
+    concrete = _concrete(x_adv)
+    if concrete is not None and not np.all(np.isfinite(concrete)):
+        raise ValueError(
+            "eps: the attacked inputs are not finite (the step overflowed, or log_prob_fn or its "
+            "gradient is NaN or inf inside the eps-ball); expected a smaller eps or a data "
+            "range (clip_min, clip_max)"
+        )
+    return x_adv
 
 
 def _clip(x: jax.Array, clip_min, clip_max) -> jax.Array:
@@ -225,7 +248,8 @@ def fgm(
     x, ops, grad_fn, y = _setup(log_prob_fn, x, labels, targets, clip_min, clip_max, norm, loss_fn)
     _check_scalar("eps", eps)
     eps = jnp.asarray(eps, x.dtype)
-    return _clip(x + eps * ops.direction(grad_fn(x, y)), clip_min, clip_max).astype(x.dtype)
+    x_adv = _clip(x + eps * ops.direction(grad_fn(x, y)), clip_min, clip_max).astype(x.dtype)
+    return _check_attacked(x_adv)
 
 
 def _iterate(
@@ -281,7 +305,7 @@ def bim(
     _check_scalar("eps_iter", eps_iter, at_most=eps, at_most_name="eps")
     _check_steps(steps)
     delta = jnp.zeros_like(x)
-    return _iterate(
+    x_adv = _iterate(
         log_prob_fn,
         x,
         delta,
@@ -294,6 +318,7 @@ def bim(
         clip_min=clip_min,
         clip_max=clip_max,
     )
+    return _check_attacked(x_adv)
 
 
 def pgd(
@@ -320,13 +345,14 @@ def pgd(
       >>> x_adv = pgd(log_prob_fn, x, key=jax.random.key(0), eps=8 / 255, eps_iter=2 / 255,
       ...             steps=40, norm="linf", labels=y, clip_min=0.0, clip_max=1.0)
     """
+    checks.key("key", key)
     x, ops, grad_fn, y = _setup(log_prob_fn, x, labels, targets, clip_min, clip_max, norm, loss_fn)
     _check_scalar("eps", eps)
     _check_scalar("eps_iter", eps_iter, at_most=eps, at_most_name="eps")
     _check_steps(steps)
     start = ops.random(key, x.shape, jnp.asarray(eps, x.dtype), x.dtype)
     delta = (_clip(x + start, clip_min, clip_max) - x).astype(x.dtype)
-    return _iterate(
+    x_adv = _iterate(
         log_prob_fn,
         x,
         delta,
@@ -339,3 +365,4 @@ def pgd(
         clip_min=clip_min,
         clip_max=clip_max,
     )
+    return _check_attacked(x_adv)

@@ -5,8 +5,11 @@
 :class:`Batches` and :func:`epoch_batches` cut minibatches with explicit-key shuffling.
 """
 
+import os
+
 import numpy as np
 
+from bnn_jax import checks
 from bnn_jax.data import bundled
 from bnn_jax.data.batching import Batches, epoch_batches
 from bnn_jax.data.dataset import Dataset, check_arrays, keep_classes
@@ -47,8 +50,9 @@ def load(
       seed: seed of the generator (toy2d, mnist1d) and of the splits.
       classes: keep only these original classes, relabelled ``0..k-1`` in the given order
         (e.g. ``(0, 1, 2, 3, 4)``; the rest are then available as ``load_ood(ds, "held_out")``).
-      num_train: for toy2d the number of generated training points (default 100); for the other
-        data sets keep only the first ``num_train`` training examples of the shuffled split.
+      num_train: for toy2d the number of generated training points (default 100, at least 2);
+        for the other data sets keep only the first ``num_train`` training examples of the
+        shuffled split.
       data_dir: tfds data directory (default ``~/tensorflow_datasets``).
 
     Example:
@@ -56,10 +60,12 @@ def load(
       >>> ds.x_train.shape, ds.num_classes
       ((1077, 8, 8, 1), 10)
     """
-    if name not in DATASETS:
+    if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"name: unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
-    if num_train is not None and num_train < 1:
-        raise ValueError(f"num_train: expected an integer >= 1 or None, got {num_train}")
+    seed = checks.seed("seed", seed)
+    if num_train is not None:  # toy2d standardises with the training std: 2 points at least
+        num_train = checks.positive_int("num_train", num_train, minimum=2 if name == "toy2d" else 1)
+    _check_data_dir(data_dir)
     total = BUNDLED_DATASETS.get(name) or TFDS_DATASETS[name]
     if name == "toy2d":
         splits = bundled.toy2d(seed, **({"num_train": num_train} if num_train else {}))
@@ -68,12 +74,8 @@ def load(
     elif name == "mnist1d":
         splits = bundled.mnist1d(seed)
     else:
-        splits = load_tfds(name, seed, data_dir)
-    if classes is None:
-        classes = tuple(range(total))
-    classes = tuple(int(c) for c in classes)
-    if not classes or len(set(classes)) != len(classes) or not all(0 <= c < total for c in classes):
-        raise ValueError(f"classes: expected distinct class ids in [0, {total}), got {classes}")
+        splits = load_tfds(name, seed, None if data_dir is None else os.fspath(data_dir))
+    classes = _check_classes(classes, total)
     if len(classes) < total:
         splits = tuple(keep_classes(x, y, classes) for x, y in splits)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = splits
@@ -84,6 +86,27 @@ def load(
     return Dataset(
         name, x_train, y_train, x_val, y_val, x_test, y_test, len(classes), classes, seed
     )
+
+
+def _check_classes(classes, total: int) -> tuple[int, ...]:
+    """Distinct integer class ids in ``[0, total)`` (all of them for ``None``)."""
+    if classes is None:
+        return tuple(range(total))
+    message = f"classes: expected distinct integer class ids in [0, {total}), got {classes!r}"
+    if isinstance(classes, str) or not hasattr(classes, "__iter__"):
+        raise ValueError(message)
+    classes = tuple(classes)
+    integers = all(isinstance(c, int | np.integer) and not isinstance(c, bool) for c in classes)
+    if not (classes and integers and len(set(classes)) == len(classes)):
+        raise ValueError(message)
+    if not all(0 <= c < total for c in classes):
+        raise ValueError(message)
+    return tuple(int(c) for c in classes)
+
+
+def _check_data_dir(data_dir) -> None:
+    if data_dir is not None and not isinstance(data_dir, str | os.PathLike):
+        raise ValueError(f"data_dir: expected a folder path or None, got {data_dir!r}")
 
 
 def load_ood(
@@ -107,9 +130,11 @@ def load_ood(
     """
     if kind not in OOD_KINDS:
         raise ValueError(f"kind: unknown OOD kind {kind!r}; expected one of {', '.join(OOD_KINDS)}")
-    if num is not None and num < 1:
-        raise ValueError(f"num: expected an integer >= 1 or None, got {num}")
-    num = len(dataset.x_test) if num is None else num
+    if not isinstance(dataset, Dataset):
+        raise ValueError(f"dataset: expected a data.Dataset, got {type(dataset).__name__}")
+    seed = checks.seed("seed", seed)
+    num = len(dataset.x_test) if num is None else checks.positive_int("num", num)
+    _check_data_dir(data_dir)
     if kind != "held_out":
         return make_ood(dataset, kind, num, seed)
     total = BUNDLED_DATASETS.get(dataset.name) or TFDS_DATASETS[dataset.name]

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnn_jax import checks
 from bnn_jax.types import Batch, Key
 
 
@@ -16,7 +17,8 @@ class Batches:
     Iterating yields ``Batch(x, y)`` numpy slices. With ``key`` the order is a permutation drawn
     from it (the same permutation on every iteration: use ``jax.random.fold_in(key, epoch)`` for
     a new order per epoch); without it the data order is kept, which is what curvature
-    accumulation wants. The last, smaller batch is kept unless ``drop_remainder``.
+    accumulation wants. The last, smaller batch is kept unless ``drop_remainder``. NaN or
+    inf in ``x`` or ``y`` is refused (``ValueError``).
 
     Example:
         >>> for epoch in range(3):
@@ -29,10 +31,15 @@ class Batches:
             raise ValueError(
                 f"y: expected as many targets as inputs (> 0), got {len(y)} and {len(x)}"
             )
-        if batch_size < 1:
-            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
-        self.x, self.y, self.batch_size = x, y, int(batch_size)
-        self.drop_remainder = drop_remainder
+        checks.finite("x", x)
+        checks.finite("y", y)
+        self.batch_size = checks.positive_int("batch_size", batch_size)
+        if key is not None:
+            checks.key("key", key)
+        if not isinstance(drop_remainder, bool | np.bool_):
+            raise ValueError(f"drop_remainder: expected a bool, got {drop_remainder!r}")
+        self.x, self.y = x, y
+        self.drop_remainder = bool(drop_remainder)
         n = len(x)
         self.order = np.arange(n) if key is None else np.asarray(jax.random.permutation(key, n))
 
@@ -53,7 +60,11 @@ def epoch_batches(x: jax.Array, y: jax.Array, batch_size: int, key: Key) -> Batc
     epoch's permutation are skipped (a different set every epoch). Jittable with static
     ``batch_size``.
     """
+    batch_size = checks.positive_int("batch_size", batch_size)
+    checks.key("key", key)
     n = x.shape[0]
+    if n < batch_size:
+        raise ValueError(f"batch_size: expected at most the {n} examples of x, got {batch_size}")
     num_batches = n // batch_size
     idx = jax.random.permutation(key, n)[: num_batches * batch_size]
     idx = idx.reshape(num_batches, batch_size)

@@ -31,7 +31,8 @@ def _read_split(name: str, split: str, data_dir) -> tuple[np.ndarray, np.ndarray
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
         records = [source[i] for i in range(len(source))]
-    except (FileNotFoundError, NotImplementedError, AssertionError, OSError) as err:
+    # a data set missing from the default folder is a KeyError on its (empty) splits
+    except (FileNotFoundError, NotImplementedError, AssertionError, OSError, KeyError) as err:
         raise FileNotFoundError(_prepare_hint(name, data_dir)) from err
     images = np.stack([np.asarray(r["image"]) for r in records])
     labels = np.asarray([r["label"] for r in records], dtype=np.int32)

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_solve, solve_triangular
 
+from bnn_jax import checks
 from bnn_jax.gp.kernels import Kernel
 from bnn_jax.gp.likelihoods import Likelihood
 
@@ -134,14 +135,12 @@ def _find_mode(kernel_matrix, signs, tol, max_iterations, likelihood) -> Laplace
 
 
 def check_newton_settings(tol: Any, max_iterations: Any) -> None:
-    """Raise ``ValueError`` unless ``tol`` is ``None`` or positive and ``max_iterations >= 1``
-    (skipped for traced values)."""
-    if not isinstance(max_iterations, jax.core.Tracer) and not (
-        isinstance(max_iterations, int | np.integer) and max_iterations >= 1
-    ):
-        raise ValueError(f"max_iterations: expected an integer >= 1, got {max_iterations!r}")
-    if tol is not None and not isinstance(tol, jax.core.Tracer) and not float(tol) > 0:
-        raise ValueError(f"tol: expected None or a positive float, got {tol!r}")
+    """Raise ``ValueError`` unless ``tol`` is ``None`` or finite and positive and
+    ``max_iterations`` an integer ``>= 1`` (skipped for traced values)."""
+    if not checks.is_traced(max_iterations):
+        checks.positive_int("max_iterations", max_iterations)
+    if tol is not None:
+        checks.positive("tol", tol)
 
 
 def _signs(y: jax.Array, dtype: Any) -> jax.Array:
@@ -273,6 +272,8 @@ def validate_training_data(
 ) -> None:
     """Check ``params`` (structure of ``kernel.init()``, finite), ``x [n, d]`` finite and
     ``y [n]`` labels in ``{0, ..., num_classes - 1}``; raise ``ValueError`` naming the argument."""
+    if not isinstance(kernel, Kernel):
+        raise ValueError(f"kernel: expected a gp.Kernel (e.g. gp.rbf_kernel()), got {kernel!r}")
     expected = jax.tree.structure(kernel.init())
     if jax.tree.structure(params) != expected:
         raise ValueError(f"params: expected the structure of kernel.init(), {expected}")

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 import optax.tree_utils as otu
 
+from bnn_jax import checks
 from bnn_jax.gp.classification import (
     check_newton_settings,
     log_marginal_likelihood,
@@ -109,11 +110,9 @@ def optimize_hyperparameters(
     """
     validate_training_data(kernel, params, x, y)
     check_newton_settings(tol, max_iterations)
-    for name, value in (("max_steps", max_steps), ("memory_size", memory_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-    if not gtol > 0:
-        raise ValueError(f"gtol: expected a positive float, got {gtol!r}")
+    max_steps = checks.positive_int("max_steps", max_steps)
+    memory_size = checks.positive_int("memory_size", memory_size)
+    checks.positive("gtol", gtol)
     result = _run_lbfgs(
         kernel.matrix,
         likelihood,

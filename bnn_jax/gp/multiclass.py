@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnn_jax import checks
 from bnn_jax.gp import predict
 from bnn_jax.gp.classification import (
     GPPosterior,
@@ -80,8 +81,7 @@ def fit_one_vs_rest(
     Raises:
       ValueError: bad inputs, or Newton not converged for some class (named in the message).
     """
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes: expected an integer >= 2, got {num_classes!r}")
+    num_classes = checks.positive_int("num_classes", num_classes, minimum=2)
     validate_training_data(kernel, params, x, y, num_classes=num_classes)
     check_newton_settings(tol, max_iterations)
     x = jnp.asarray(x)
@@ -121,6 +121,7 @@ def predictive_log_probs(likelihood: Likelihood, mean: jax.Array, var: jax.Array
       mean, var: ``[num_classes, m]`` from :func:`latent_predictive`.
     """
     predict.check_moments(mean, var)
+    mean, var = jnp.asarray(mean), jnp.asarray(var)
     log_p = likelihood.log_predictive(mean, var).T
     return log_p - jax.nn.logsumexp(log_p, axis=-1, keepdims=True)
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnn_jax import uncertainty
+from bnn_jax import checks, uncertainty
 from bnn_jax.gp.classification import GPPosterior, validate_inputs
 from bnn_jax.gp.kernels import Kernel
 from bnn_jax.gp.likelihoods import Likelihood, probit
@@ -95,8 +95,8 @@ def latent_function_samples(
     posterior: whole functions, the GP's "draws from the posterior" (for the decision regions
     of each draw, threshold at 0). The covariance is factored by its eigendecomposition with
     negative eigenvalues (rounding) clamped at 0."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples: expected an integer >= 1, got {num_samples!r}")
+    num_samples = checks.positive_int("num_samples", num_samples)
+    checks.key("key", key)
     mean, cov = latent_joint_predictive(kernel, posterior, x)
     eigenvalues, eigenvectors = jnp.linalg.eigh(cov)
     root = eigenvectors * jnp.sqrt(jnp.maximum(eigenvalues, 0.0))
@@ -124,6 +124,7 @@ def predictive_log_probs(likelihood: Likelihood, mean: jax.Array, var: jax.Array
     (see :func:`latent_sample_log_probs` for Monte Carlo).
     """
     check_moments(mean, var)
+    mean, var = jnp.asarray(mean), jnp.asarray(var)
     return jnp.stack(
         [likelihood.log_predictive(-mean, var), likelihood.log_predictive(mean, var)], axis=-1
     )
@@ -150,8 +151,9 @@ def latent_sample_log_probs(
       >>> uncertainty.mean_log_probs(lp)                # MC predictive of the logistic GP
     """
     check_moments(mean, var)
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples: expected an integer >= 1, got {num_samples!r}")
+    mean, var = jnp.asarray(mean), jnp.asarray(var)
+    num_samples = checks.positive_int("num_samples", num_samples)
+    checks.key("key", key)
     noise = jax.random.normal(key, (num_samples, *jnp.shape(mean)), jnp.result_type(mean))
     f = mean + jnp.sqrt(var) * noise
     return jnp.stack([likelihood.log_sigmoid(-f), likelihood.log_sigmoid(f)], axis=-1)
@@ -166,7 +168,8 @@ def monte_carlo_bald(
     ``O(1 / num_samples)``. Works for any likelihood (Houlsby's closed form is probit-only).
     """
     lp = latent_sample_log_probs(likelihood, mean, var, key, num_samples=num_samples)
-    return uncertainty.bald(lp)
+    # [num_samples, batch, 2] with one batch axis, whatever the shape of mean (a scalar too)
+    return uncertainty.bald(lp.reshape(num_samples, -1, 2)).reshape(jnp.shape(mean))
 
 
 def houlsby_bald(mean: jax.Array, var: jax.Array) -> jax.Array:
@@ -187,7 +190,9 @@ def houlsby_bald(mean: jax.Array, var: jax.Array) -> jax.Array:
       BALD in nats, shaped like ``mean``; always below the predictive entropy.
     """
     check_moments(mean, var)
+    mean, var = jnp.asarray(mean), jnp.asarray(var)
     entropy = predictive_entropy(probit(), mean, var)
     spread = var + HOULSBY_C2
     expected_entropy = jnp.log(2.0) * jnp.sqrt(HOULSBY_C2 / spread)
-    return entropy - expected_entropy * jnp.exp(-(mean**2) / (2.0 * spread))
+    # exp(-mean^2 / (2 spread)), written so that huge moments give 0, not inf / inf = NaN
+    return entropy - expected_entropy * jnp.exp(-0.5 * jnp.square(mean / jnp.sqrt(spread)))

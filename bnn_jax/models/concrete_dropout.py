@@ -47,6 +47,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnn_jax import checks
+from bnn_jax.models.mlp import check_widths
+
 
 def relaxed_keep_mask(p_logit: jax.Array, uniform: jax.Array, temperature: float) -> jax.Array:
     """Relaxed Bernoulli keep mask ``z = 1 - sigmoid((logit p + log u - log(1 - u)) / t)``.
@@ -80,6 +83,20 @@ def concrete_regularizer(
     weight_term = weight_regularizer * jnp.sum(kernel**2) / jax.nn.sigmoid(-p_logit)
     neg_entropy = p * jax.nn.log_sigmoid(p_logit) + (1 - p) * jax.nn.log_sigmoid(-p_logit)
     return weight_term + dropout_regularizer * input_dim * neg_entropy
+
+
+def check_settings(module) -> None:
+    """Raise ``ValueError`` naming the first Concrete Dropout setting of ``module`` outside its
+    range: ``0 <= weight_regularizer, dropout_regularizer < inf``, ``0 < init_min <= init_max
+    < 1`` and ``0 < temperature < inf``."""
+    checks.nonnegative("weight_regularizer", module.weight_regularizer)
+    checks.nonnegative("dropout_regularizer", module.dropout_regularizer)
+    if not 0.0 < module.init_min <= module.init_max < 1.0:
+        raise ValueError(
+            "init_min, init_max: expected 0 < init_min <= init_max < 1, got "
+            f"{module.init_min}, {module.init_max}"
+        )
+    checks.positive("temperature", module.temperature)
 
 
 def _logit(p: float) -> float:
@@ -131,22 +148,14 @@ class ConcreteDropout(nn.Module):
         tiny = jnp.finfo(dtype).tiny
         return jax.random.uniform(self.make_rng("dropout"), shape, dtype, minval=tiny)
 
-    def _check_attributes(self) -> None:
-        """Raise ``ValueError`` naming the first attribute outside its range."""
-        if not 0.0 < self.init_min <= self.init_max < 1.0:
-            raise ValueError(
-                "init_min, init_max: expected 0 < init_min <= init_max < 1, got "
-                f"{self.init_min}, {self.init_max}"
-            )
-        for name in ("weight_regularizer", "dropout_regularizer"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name}: expected a number >= 0, got {getattr(self, name)}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature: expected a number > 0, got {self.temperature}")
+    def __post_init__(self):
+        if not isinstance(self.layer, nn.Module):
+            raise ValueError(f"layer: expected a flax module (nn.Dense), got {self.layer!r}")
+        check_settings(self)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False, mc_dropout: bool = False):
-        self._check_attributes()
         low, high = _logit(self.init_min), _logit(self.init_max)
         p_logit = self.param(
             "p_logit", lambda key: jax.random.uniform(key, (), jnp.float32, low, high)
@@ -209,12 +218,18 @@ class ConcreteDropoutMLP(nn.Module):
     init_max: float = 0.1
     temperature: float = 0.1
 
+    def __post_init__(self):
+        check_widths(self.widths, minimum_length=1)
+        checks.positive_int("num_outputs", self.num_outputs)
+        if not callable(self.activation):
+            raise ValueError(f"activation: expected a function, got {self.activation!r}")
+        check_settings(self)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False, mc_dropout: bool = False):
         if x.ndim < 2:
             raise ValueError(f"x: expected shape [batch, features...], got {x.shape}")
-        if len(self.widths) < 1:
-            raise ValueError(f"widths: expected at least one hidden width, got {self.widths}")
         h = x.reshape((x.shape[0], -1))
         h = self.activation(nn.Dense(self.widths[0], name="dense_0")(h))
         sizes = (*self.widths[1:], self.num_outputs)

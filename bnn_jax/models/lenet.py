@@ -3,6 +3,8 @@
 import flax.linen as nn
 import jax
 
+from bnn_jax import checks
+
 
 class LeNet5(nn.Module):
     """``conv 6@5x5 (pad 2) -> pool -> conv 16@5x5 -> pool -> 120 -> 84 -> num_outputs``.
@@ -10,17 +12,25 @@ class LeNet5(nn.Module):
     Inputs are NHWC images. ``conv2_padding="VALID"`` is the classic 28x28 layout; use
     ``"SAME"`` for small images such as the 8x8 digits, where a valid 5x5 convolution on the
     4x4 pooled map would be empty. Dropout (``dropout_rate``) acts on the inputs of the two
-    hidden dense layers' successors, active when ``train`` or ``mc_dropout`` is true.
+    hidden dense layers' successors, active when ``train`` or ``mc_dropout`` is true. The
+    attributes are checked when the model is built.
     """
 
     num_outputs: int = 10
     dropout_rate: float = 0.0
     conv2_padding: str = "VALID"
 
+    def __post_init__(self):
+        checks.positive_int("num_outputs", self.num_outputs)
+        checks.rate("dropout_rate", self.dropout_rate)
+        if self.conv2_padding not in ("VALID", "SAME"):
+            raise ValueError(
+                f"conv2_padding: expected 'VALID' or 'SAME', got {self.conv2_padding!r}"
+            )
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False, mc_dropout: bool = False):
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate: expected a rate in [0, 1), got {self.dropout_rate}")
         if x.ndim != 4:
             raise ValueError(
                 f"x: expected NHWC images [batch, height, width, channels], got {x.shape}"

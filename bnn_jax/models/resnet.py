@@ -3,12 +3,19 @@
 import flax.linen as nn
 import jax
 
+from bnn_jax import checks
+
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with BatchNorm and an identity (or 1x1 projection) shortcut."""
 
     features: int
     strides: int = 1
+
+    def __post_init__(self):
+        checks.positive_int("features", self.features)
+        checks.positive_int("strides", self.strides)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool):
@@ -30,7 +37,8 @@ class ResNet(nn.Module):
 
     BatchNorm uses batch statistics when ``train`` is true (pass ``mutable=["batch_stats"]``)
     and running averages otherwise; ``mc_dropout`` turns on only the dropout before the
-    classifier, so BatchNorm stays in inference mode for MC prediction.
+    classifier, so BatchNorm stays in inference mode for MC prediction. The attributes are
+    checked when the model is built.
     """
 
     depth: int = 8
@@ -38,14 +46,17 @@ class ResNet(nn.Module):
     num_outputs: int = 10
     dropout_rate: float = 0.0
 
+    def __post_init__(self):
+        depth = checks.positive_int("depth", self.depth)
+        if (depth - 2) % 6 != 0 or depth < 8:
+            raise ValueError(f"depth: expected 6n + 2 with n >= 1 (8, 14, 20, ...), got {depth}")
+        checks.positive_int("width", self.width)
+        checks.positive_int("num_outputs", self.num_outputs)
+        checks.rate("dropout_rate", self.dropout_rate)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False, mc_dropout: bool = False):
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate: expected a rate in [0, 1), got {self.dropout_rate}")
-        if (self.depth - 2) % 6 != 0 or self.depth < 8:
-            raise ValueError(
-                f"depth: expected 6n + 2 with n >= 1 (8, 14, 20, ...), got {self.depth}"
-            )
         if x.ndim != 4:
             raise ValueError(
                 f"x: expected NHWC images [batch, height, width, channels], got {x.shape}"
