@@ -67,10 +67,3 @@ def chunked_sum(
 
     total, _ = jax.lax.scan(body, init, (xs, fs))
     return total
-
-
-def check_chunk_size(chunk_size: int | None) -> None:
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size: expected a positive integer or None, got {chunk_size!r}")
