@@ -81,7 +81,8 @@ def diagonal(
         )
         delta = blocks.from_blocks(structure, mats, others)
         return state._replace(
-            diagonal=tree.tree_add(state.diagonal, delta), num_data=state.num_data + batch.x.shape[0]
+            diagonal=tree.tree_add(state.diagonal, delta),
+            num_data=state.num_data + batch.x.shape[0],
         )
 
     def finalize(state):

@@ -128,7 +128,8 @@ def operations(layer_precisions: Callable[[Any, Any, Any], LayerPrecisions]):
             _unrotate(q, d * _rotate(q, m), b)
             for q, d, m, b in zip(p.bases, p.blocks, mats, p.structure.blocks, strict=True)
         ]
-        return blocks.from_blocks(p.structure, out, [d * o for d, o in zip(p.others, others)])
+        prec_others = [d * o for d, o in zip(p.others, others, strict=True)]
+        return blocks.from_blocks(p.structure, out, prec_others)
 
     def solve(state, v, scale, prior_prec):
         p = layer_precisions(state, scale, prior_prec)
@@ -137,7 +138,8 @@ def operations(layer_precisions: Callable[[Any, Any, Any], LayerPrecisions]):
             _unrotate(q, _rotate(q, m) / d, b)
             for q, d, m, b in zip(p.bases, p.blocks, mats, p.structure.blocks, strict=True)
         ]
-        return blocks.from_blocks(p.structure, out, [o / d for d, o in zip(p.others, others)])
+        solved_others = [o / d for d, o in zip(p.others, others, strict=True)]
+        return blocks.from_blocks(p.structure, out, solved_others)
 
     def sample(state, key, scale, prior_prec):
         p = layer_precisions(state, scale, prior_prec)

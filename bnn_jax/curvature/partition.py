@@ -16,9 +16,10 @@ linearised predictive uses Jacobian rows and ``solve``.
 
 Example:
   >>> last = curvature.subset.last_layer(apply_fn, params, x[:1])
+  >>> rest = curvature.subset.complement(last)
   >>> curv = curvature.partition([
   ...     curvature.dense(apply_fn, lik, fisher=fisher, subset=last),
-  ...     curvature.diagonal(apply_fn, lik, fisher=fisher, subset=curvature.subset.complement(last)),
+  ...     curvature.diagonal(apply_fn, lik, fisher=fisher, subset=rest),
   ... ])
   >>> post = laplace.fit(curv, params, batches, key=key, prior_prec=1.0)
 """
@@ -83,7 +84,8 @@ def partition(curvatures: Sequence[Curvature]) -> Curvature:
 
     def init(params, x):
         layouts = Parts(
-            Layout.of(union.select(params)), tuple(Layout.of(c.subset.select(params)) for c in parts)
+            Layout.of(union.select(params)),
+            tuple(Layout.of(c.subset.select(params)) for c in parts),
         )
         for path in layouts.union.paths:
             owners = [i for i, c in enumerate(parts) if c.subset.contains(path)]
@@ -146,9 +148,7 @@ def partition(curvatures: Sequence[Curvature]) -> Curvature:
         return merge(state, draws)
 
     def log_det(state, scale, prior_prec):
-        return sum(
-            c.log_det(s, scale, prior_prec) for c, s in zip(parts, state.parts, strict=True)
-        )
+        return sum(c.log_det(s, scale, prior_prec) for c, s in zip(parts, state.parts, strict=True))
 
     def to_dense(state):
         union_layout = state.layouts.union

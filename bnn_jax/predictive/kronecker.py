@@ -37,9 +37,7 @@ def supports(posterior) -> bool:
 def inverse_precisions(posterior):
     """``(structure, bases, 1 / D per block, 1 / d per other leaf)`` from the capability;
     a basis is ``(Q_A, Q_G)`` or ``None``."""
-    p = posterior.curvature.layer_precisions(
-        posterior.state, posterior.scale, posterior.prior_prec
-    )
+    p = posterior.curvature.layer_precisions(posterior.state, posterior.scale, posterior.prior_prec)
     bases = [None if q is None else (q.a, q.g) for q in p.bases]
     return p.structure, bases, [1.0 / d for d in p.blocks], [1.0 / d for d in p.others]
 

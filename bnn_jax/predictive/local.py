@@ -2,9 +2,10 @@
 posteriors (any curvature with the ``layer_precisions`` capability: KFAC, EFB, diagonal, or a
 user's own): exact per-input pre-activation draws, no whole weight samples.
 
-For a Dense layer block ``W`` (kernel and/or bias rows, ``blocks.block_inputs``) with posterior ``W = W* + Q_A E Q_G^T``,
-``E_ij ~ N(0, 1 / D_ij)`` independent (``predictive.kronecker``), the pre-activation of one
-input ``a`` (the block's inputs) is ``h = W^T a`` and, given ``a``,
+For a Dense layer block ``W`` (kernel and/or bias rows, inputs ``blocks.block_inputs``) with
+posterior ``W = W* + Q_A E Q_G^T``, ``E_ij ~ N(0, 1 / D_ij)`` independent
+(``predictive.kronecker``), the pre-activation of one input ``a`` is ``h = W^T a`` and, given
+``a``,
 
     h ~ N(W*^T a, Q_G diag(w) Q_G^T),   w_j = sum_i ã_i^2 / D_ij,   ã = Q_A^T a,
 
