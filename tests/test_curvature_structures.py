@@ -342,7 +342,7 @@ def test_mc_fisher_with_many_samples_approaches_exact(x64):
 
 def test_last_layer_subset_is_the_reference_sub_block(x64):
     name = "cnn"
-    apply_fn, params, batch, lik, shape = problem(name)
+    apply_fn, params, batch, lik, _ = problem(name)
     last = cv.subset.last_layer(apply_fn, params, batch.x[:1])
     idx = np.ix_(*[flat_indices(name, "Dense_0")] * 2)
     ref = reference(name, "exact")

@@ -244,12 +244,12 @@ def test_bad_inputs_raise_value_errors(x64):
     )  # fmt: skip
     with pytest.raises(ValueError, match="prior_prec"):
         fit(prior_prec=-1.0)
-    with pytest.raises(ValueError, match="prior_prec: .* > 0, got 0.0: directions .* infinite"):
+    with pytest.raises(ValueError, match=r"prior_prec: .* > 0, got 0.0: directions .* infinite"):
         fit(prior_prec=0.0)
     for bad_key in (0, "abc", None):
         with pytest.raises(ValueError, match="key: expected a PRNG key"):
             fit(key=bad_key)
-    with pytest.raises(ValueError, match="curvature: expected a curvature.Curvature"):
+    with pytest.raises(ValueError, match=r"curvature: expected a curvature\.Curvature"):
         fit(curv="kfac")
     with pytest.raises(ValueError, match="scale"):
         fit(scale=0.0)
