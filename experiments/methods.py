@@ -75,13 +75,15 @@ def laplace_posterior(posterior: laplace.Posterior, key, num_samples: int, *, ch
 def mc_dropout(model, variables, key, num_samples: int, *, chunk_size=None) -> Predictor:
     """MC dropout or Concrete Dropout over ``num_samples`` fixed masks."""
     keys = jax.random.split(key, num_samples)
-    return from_samples(dropout_lib.make_logits_fn(model, variables), keys, chunk_size=chunk_size)
+    return from_samples(
+        dropout_lib.make_mask_logits_fn(model, variables), keys, chunk_size=chunk_size
+    )
 
 
 def ensemble(model, stacked_variables, *, chunk_size=None) -> Predictor:
     """A deep ensemble: the members are the draws."""
     return from_samples(
-        ensembles_lib.make_logits_fn(model), stacked_variables, chunk_size=chunk_size
+        ensembles_lib.make_member_logits_fn(model), stacked_variables, chunk_size=chunk_size
     )
 
 

@@ -35,8 +35,7 @@ def test_normal_like_leaves_independent_and_deterministic():
 
 def test_arithmetic():
     t = _example()
-    np.testing.assert_allclose(tree.tree_sub(tree.tree_add(t, t), t)["a"], t["a"])
-    np.testing.assert_allclose(tree.tree_scale(2.0, t)["b"]["c"], 2 * t["b"]["c"])
+    np.testing.assert_allclose(tree.tree_add(t, t)["a"], 2 * t["a"])
     assert float(tree.tree_dot(tree.tree_zeros_like(t), t)) == 0.0
 
 
