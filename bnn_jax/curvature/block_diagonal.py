@@ -18,8 +18,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bnn_jax import checks
-from bnn_jax.curvature import blocks, layerwise, per_example
+from bnn_jax import checks, chunking
+from bnn_jax.curvature import blocks, layerwise
 from bnn_jax.curvature.base import Curvature, with_checks
 from bnn_jax.curvature.blocks import BiasLayout, Structure
 from bnn_jax.curvature.fisher import Fisher
@@ -63,7 +63,7 @@ def _block_sum(a: jax.Array, b: jax.Array, chunk_size: int | None) -> jax.Array:
         g = blocks.per_example_grads(a_c, jnp.moveaxis(b_c, -1, 0)).reshape(-1, size)
         return g.T @ g
 
-    return per_example.chunked_sum(chunk, a, b, chunk_size=chunk_size)
+    return chunking.sum_batches(chunk, a, b, chunk_size=chunk_size)
 
 
 def block_diagonal(

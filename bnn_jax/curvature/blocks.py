@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnn_jax import chunking
 from bnn_jax.curvature import per_example
 from bnn_jax.curvature.capture import Layer, capture, find_layers
 from bnn_jax.curvature.fisher import Fisher, batch_factors
@@ -287,7 +288,7 @@ def block_diagonal_sum(a: jax.Array, b: jax.Array, *, chunk_size: int | None) ->
     def chunk(a_c, b_c):
         return jnp.sum(per_example_grads(a_c, jnp.moveaxis(b_c, -1, 0)) ** 2, axis=(0, 1))
 
-    return per_example.chunked_sum(chunk, a, b, chunk_size=chunk_size)
+    return chunking.sum_batches(chunk, a, b, chunk_size=chunk_size)
 
 
 def other_diagonals(
@@ -309,7 +310,7 @@ def other_diagonals(
         grads = per_example.output_vjps(apply_fn, params, others, x_c, s_c)
         return [jnp.sum(g**2, axis=(0, 1)) for g in jax.tree.leaves(grads)]
 
-    sums = per_example.chunked_sum(chunk, x, factors, chunk_size=chunk_size)
+    sums = chunking.sum_batches(chunk, x, factors, chunk_size=chunk_size)
     by_path = dict(zip(Layout.of(others.select(params)).paths, sums, strict=True))
     return [by_path[p] for p in structure.other_paths]
 

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bnn_jax import checks, tree
+from bnn_jax import checks, chunking, tree
 from bnn_jax.curvature import per_example
 from bnn_jax.curvature.base import Curvature, with_checks
 from bnn_jax.curvature.fisher import Fisher, batch_factors
@@ -80,7 +80,7 @@ def dense(
             flat = state.layout.ravel(grads, batch_dims=2).reshape(-1, state.layout.size)
             return flat.T @ flat
 
-        delta = per_example.chunked_sum(contribution, batch.x, factors, chunk_size=chunk_size)
+        delta = chunking.sum_batches(contribution, batch.x, factors, chunk_size=chunk_size)
         return state._replace(
             matrix=state.matrix + delta.astype(state.matrix.dtype),
             num_data=state.num_data + batch.x.shape[0],

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_solve, solve_triangular
 
+from bnn_jax import checks
 from bnn_jax.gp.kernels import Kernel
 from bnn_jax.gp.likelihoods import Likelihood
 
@@ -136,11 +137,11 @@ def _find_mode(kernel_matrix, signs, tol, max_iterations, likelihood) -> Laplace
 def check_newton_settings(tol: Any, max_iterations: Any) -> None:
     """Raise ``ValueError`` unless ``tol`` is ``None`` or positive and ``max_iterations >= 1``
     (skipped for traced values)."""
-    if not isinstance(max_iterations, jax.core.Tracer) and not (
+    if not checks.is_traced(max_iterations) and not (
         isinstance(max_iterations, int | np.integer) and max_iterations >= 1
     ):
         raise ValueError(f"max_iterations: expected an integer >= 1, got {max_iterations!r}")
-    if tol is not None and not isinstance(tol, jax.core.Tracer) and not float(tol) > 0:
+    if tol is not None and not checks.is_traced(tol) and not float(tol) > 0:
         raise ValueError(f"tol: expected None or a positive float, got {tol!r}")
 
 
@@ -157,7 +158,7 @@ def _check_kernel_and_labels(kernel_matrix: jax.Array, y: Any) -> None:
         raise ValueError(
             f"kernel_matrix: expected shape ({n}, {n}), got {jnp.shape(kernel_matrix)}"
         )
-    if not isinstance(y, jax.core.Tracer):
+    if not checks.is_traced(y):
         labels = np.asarray(y)
         if not np.all((labels == 0) | (labels == 1)):
             raise ValueError(f"y: expected binary labels in {{0, 1}}, got {np.unique(labels)}")
@@ -264,7 +265,7 @@ def validate_inputs(name: str, x: Any, *, num_features: int | None = None) -> No
         raise ValueError(f"{name}: expected inputs of shape [n, d] with n >= 1, got {shape}")
     if num_features is not None and shape[1] != num_features:
         raise ValueError(f"{name}: expected {num_features} features, got shape {shape}")
-    if not isinstance(x, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(x))):
+    if not checks.is_traced(x) and not np.all(np.isfinite(np.asarray(x))):
         raise ValueError(f"{name}: expected finite values, got NaN or inf")
 
 

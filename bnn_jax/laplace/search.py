@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnn_jax import calibration, checks, predictive, uncertainty
+from bnn_jax import calibration, checks, chunking, predictive, uncertainty
 from bnn_jax.laplace.posterior import Posterior, check_posterior
 from bnn_jax.types import Key
 
@@ -160,6 +160,4 @@ def _evaluate(posterior, objective_fn, scales, prior_precs, chunk_size):
         scale, prior_prec = pair
         return objective_fn(posterior.replace(scale=scale, prior_prec=prior_prec))
 
-    if chunk_size is None:
-        return jax.vmap(one)((scales, prior_precs))
-    return jax.lax.map(one, (scales, prior_precs), batch_size=chunk_size)
+    return chunking.map_chunks(one, (scales, prior_precs), chunk_size)

@@ -21,6 +21,7 @@ Jacobian rows.
 import jax
 import jax.numpy as jnp
 
+from bnn_jax import chunking
 from bnn_jax.curvature import blocks
 from bnn_jax.curvature.capture import capture
 from bnn_jax.curvature.layout import Layout
@@ -90,10 +91,4 @@ def functional_covariance(posterior, x: jax.Array, *, chunk_size=None) -> jax.Ar
     def run(chunk):
         return _chunk_covariance(posterior, chunk, structure, bases, inv_d, inv_others)
 
-    n = x.shape[0]
-    if chunk_size is None or chunk_size >= n:
-        return run(x)
-    num_chunks = -(-n // chunk_size)
-    padded = jnp.concatenate([x, jnp.zeros((num_chunks * chunk_size - n, *x.shape[1:]), x.dtype)])
-    covs = jax.lax.map(run, padded.reshape(num_chunks, chunk_size, *x.shape[1:]))
-    return covs.reshape(num_chunks * chunk_size, *covs.shape[2:])[:n]
+    return chunking.map_batches(run, x, chunk_size)

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bnn_jax import checks
+from bnn_jax import checks, chunking
 from bnn_jax.laplace.posterior import Posterior, check_posterior
 from bnn_jax.predictive import kronecker
 from bnn_jax.predictive.monte_carlo import check_inputs
@@ -73,9 +73,7 @@ def jacobian_covariance(posterior: Posterior, x: jax.Array, *, chunk_size=None) 
         cov = _ravel_rows(rows) @ _ravel_rows(solved).T
         return 0.5 * (cov + cov.T)
 
-    if chunk_size is None:
-        return jax.vmap(one)(x)
-    return jax.lax.map(one, x, batch_size=chunk_size)
+    return chunking.map_chunks(one, x, chunk_size)
 
 
 def glm_moments(posterior: Posterior, x: jax.Array, *, chunk_size: int | None = None):

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bnn_jax import checks
+from bnn_jax import checks, chunking
 from bnn_jax.laplace.posterior import Posterior, check_posterior, sample_one
 from bnn_jax.types import Key
 
@@ -57,9 +57,7 @@ def sample_log_probs(
     def one(sample):
         return jax.nn.log_softmax(logits_fn(sample, x), axis=-1)
 
-    if chunk_size is None:  # lax.map without batch_size would run one sample at a time
-        return jax.vmap(one)(samples)
-    return jax.lax.map(one, samples, batch_size=chunk_size)
+    return chunking.map_chunks(one, samples, chunk_size)
 
 
 def laplace_log_probs(
