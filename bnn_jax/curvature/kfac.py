@@ -11,8 +11,9 @@ no per-example gradients except for the other parameters (chunked).
 coordinate of its inputs: one block ``[kernel; bias]`` with ``A`` built from ``[a, 1]``, which
 keeps the kernel-bias cross terms. laplace-torch instead gives the bias its own block ``G``
 and drops the cross terms; ``bias=blocks.separate_bias()`` does the same, so results can be
-matched exactly. The two differ: on the post's 64-50-30-10 MLP the log-determinants are 740
-(homogeneous) and 789 (separate), the homogeneous one slightly closer to the exact GGN's.
+matched exactly. The two differ a little: on a 64-50-30-10 MLP trained on the digits (exact
+Fisher, ``tau = 1``) ``log det(C + I)`` is 1550 (homogeneous) against 1636 (separate), the
+exact GGN's 756; relative Frobenius errors to the exact GGN 0.823 against 0.833.
 
 Precision per layer block, by the factory's ``prior`` (``kron``): ``kron.eigen_prior()``
 (exact) ``scale (A ⊗ G) + tau I``, eigenvalues ``scale lam_A lam_G^T + tau`` in the basis

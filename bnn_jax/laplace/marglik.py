@@ -11,8 +11,8 @@ where ``NLL(theta*)`` is the training NLL summed over the examples (``posterior.
 and the ``2 pi`` factors of the prior and of the Gaussian integral cancel. ``s`` enters the
 likelihood term and the curvature alike (laplace-torch does the same with its temperature),
 so ``s = 1`` is the ordinary evidence. The MAP is kept fixed when ``(s, tau)`` change (no
-retraining), as usual. For Kronecker structures with ``prior="per_factor"`` the log-determinant
-is that of their per-factor precision.
+retraining), as usual. For Kronecker structures with ``kron.per_factor_prior()`` the
+log-determinant is that of their per-factor precision.
 """
 
 from typing import NamedTuple
