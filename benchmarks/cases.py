@@ -133,7 +133,8 @@ def run_model(name: str, config: problems.Config, arrays: dict[str, np.ndarray])
         batch = Batch(
             jnp.asarray(arrays["x_train"][:batch_size]), jnp.asarray(arrays["y_train"][:batch_size])
         )
-        compiled = jax.jit(diag.update).lower(diag.init(params, batch.x), params, batch, key).compile()
+        diag_state = diag.init(params, batch.x)
+        compiled = jax.jit(diag.update).lower(diag_state, params, batch, key).compile()
         memory["diag_update"][str(batch_size)] = _memory(compiled)
         memory["gradient"][str(batch_size)] = _memory(
             jax.jit(nll_grad).lower(params, batch).compile()
