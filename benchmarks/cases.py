@@ -72,29 +72,20 @@ def _train(name, config, arrays, recorder, key):
     return model, state.variables, layers
 
 
-def _fit_cases(curv, params, batches, apply_fn, lik, key, recorder, prefix, fit_flops):
+def _fit_cases(curv, params, batches, key, recorder, prefix, fit_flops):
     """Time the accumulation (one jitted update per batch), ``finalize`` and ``laplace.fit``."""
     update = jax.jit(curv.update)
     finalize = jax.jit(curv.finalize)
     device_batches = [Batch(jnp.asarray(b.x), jnp.asarray(b.y)) for b in batches]
 
     def accumulate():
-        state = curv.init(params)
+        state = curv.init(params, device_batches[0].x)
         for i, batch in enumerate(device_batches):
             state = update(state, params, batch, jax.random.fold_in(key, i))
         return state
 
     def fit():
-        return laplace.fit(
-            curv,
-            params,
-            batches,
-            apply_fn=apply_fn,
-            likelihood=lik,
-            key=key,
-            prior_prec=1.0,
-            progress=False,
-        )
+        return laplace.fit(curv, params, batches, key=key, prior_prec=1.0, progress=False)
 
     accumulated = accumulate()
     recorder.time(f"{prefix}/accumulate", accumulate, flops=fit_flops[0])
@@ -115,25 +106,24 @@ def run_model(name: str, config: problems.Config, arrays: dict[str, np.ndarray])
     batches = data.Batches(arrays["x_train"], arrays["y_train"], config.batch_size)
     n = len(arrays["x_train"])
 
-    kfac = curvature.kfac(apply_fn, lik, fisher=fisher, input_shape=problems.IMAGE_SHAPE)
+    kfac = curvature.kfac(apply_fn, lik, fisher=fisher)
     kfac_flops = (flops.kfac_accumulate(layers, n), flops.kfac_finalize(layers))
-    post = _fit_cases(kfac, params, batches, apply_fn, lik, key, recorder, "kfac_fit", kfac_flops)
+    post = _fit_cases(kfac, params, batches, key, recorder, "kfac_fit", kfac_flops)
     diag = curvature.diagonal(apply_fn, lik, fisher=fisher)
     diag_flops = (flops.diagonal(layers, n), 0.0)
-    _fit_cases(diag, params, batches, apply_fn, lik, key, recorder, "diag_fit", diag_flops)
+    _fit_cases(diag, params, batches, key, recorder, "diag_fit", diag_flops)
     exact = curvature.exact_fisher()  # the GGN of laplace-torch's exact backends
-    for prefix, factory, options in [
-        ("kfac_fit_exact", curvature.kfac, {"input_shape": problems.IMAGE_SHAPE}),
-        ("diag_fit_exact", curvature.diagonal, {}),
+    for prefix, factory in [
+        ("kfac_fit_exact", curvature.kfac),
+        ("diag_fit_exact", curvature.diagonal),
     ]:
-        curv = factory(apply_fn, lik, fisher=exact, **options)
+        curv = factory(apply_fn, lik, fisher=exact)
         recorder.time(
             prefix,
-            lambda curv=curv: laplace.fit(
-                curv, params, batches, apply_fn=apply_fn, likelihood=lik, key=key,
-                prior_prec=1.0, progress=False,
-            ).state,
-        )  # fmt: skip
+            lambda curv=curv: (
+                laplace.fit(curv, params, batches, key=key, prior_prec=1.0, progress=False).state
+            ),
+        )
 
     def nll_grad(p, batch):
         return jax.grad(lambda q: jnp.sum(lik.nll(apply_fn(q, batch.x), batch.y)))(p)
@@ -143,7 +133,8 @@ def run_model(name: str, config: problems.Config, arrays: dict[str, np.ndarray])
         batch = Batch(
             jnp.asarray(arrays["x_train"][:batch_size]), jnp.asarray(arrays["y_train"][:batch_size])
         )
-        compiled = jax.jit(diag.update).lower(diag.init(params), params, batch, key).compile()
+        diag_state = diag.init(params, batch.x)
+        compiled = jax.jit(diag.update).lower(diag_state, params, batch, key).compile()
         memory["diag_update"][str(batch_size)] = _memory(compiled)
         memory["gradient"][str(batch_size)] = _memory(
             jax.jit(nll_grad).lower(params, batch).compile()
@@ -199,7 +190,7 @@ def run_model(name: str, config: problems.Config, arrays: dict[str, np.ndarray])
             dropout.sample_log_probs, dropout_model, variables, num_samples=num_samples
         )
     )
-    logits_fn = jax.jit(dropout.make_logits_fn(dropout_model, variables))
+    logits_fn = jax.jit(dropout.make_mask_logits_fn(dropout_model, variables))
     keys = jax.random.split(key, num_samples)
 
     def loop():

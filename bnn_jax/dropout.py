@@ -18,7 +18,7 @@ Example:
   >>> result = training.train(model, x, y, key=k0, epochs=100, batch_size=32)
   >>> lp = sample_log_probs(model, result.variables, x_test, key=k1, num_samples=50)
   >>> uncertainty.bald(lp), uncertainty.predictive_entropy(lp)
-  >>> one_draw = make_logits_fn(model, result.variables)      # (key, x) -> logits
+  >>> one_draw = make_mask_logits_fn(model, result.variables)      # (key, x) -> logits
   >>> draws = [one_draw(k, grid) for k in jax.random.split(k2, 4)]
 """
 
@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from bnn_jax import checks, models, predictive
 from bnn_jax.types import Key, Params
 
-__all__ = ["concrete_rates", "make_logits_fn", "make_mask_apply_fn", "sample_log_probs"]
+__all__ = ["concrete_rates", "make_mask_logits_fn", "make_shared_mask_apply_fn", "sample_log_probs"]
 
 
 def _check_inputs(x: jax.Array) -> None:
@@ -41,17 +41,17 @@ def _check_inputs(x: jax.Array) -> None:
     checks.finite("x", x)
 
 
-def make_mask_apply_fn(
+def make_shared_mask_apply_fn(
     model: nn.Module, variables: models.Variables
 ) -> Callable[[Params, jax.Array, Key], jax.Array]:
     """``apply_fn(params, x, key) -> logits`` with one dropout mask, drawn from ``key`` and shared
     by every input of ``x`` (dropout on, BatchNorm in inference mode).
 
-    Unlike :func:`bnn_jax.models.make_dropout_apply_fn` (a fresh mask per example), the output
-    for an input does not depend on the rest of the batch. Every collection except ``"params"``
-    is closed over.
+    Unlike :func:`bnn_jax.models.make_per_example_dropout_apply_fn` (a fresh mask per
+    example), the output for an input does not depend on the rest of the batch. Every
+    collection except ``"params"`` is closed over.
     """
-    dropout_apply = models.make_dropout_apply_fn(model, variables)
+    dropout_apply = models.make_per_example_dropout_apply_fn(model, variables)
 
     def apply_fn(params: Params, x: jax.Array, key: Key) -> jax.Array:
         _check_inputs(x)
@@ -61,7 +61,7 @@ def make_mask_apply_fn(
     return apply_fn
 
 
-def make_logits_fn(
+def make_mask_logits_fn(
     model: nn.Module, variables: models.Variables
 ) -> Callable[[Key, jax.Array], jax.Array]:
     """The one-mask forward pass ``logits_fn(key, x) -> logits [batch, classes]`` at the trained
@@ -69,12 +69,12 @@ def make_logits_fn(
     of the attacks, with a PRNG key as the posterior sample.
 
     Example:
-      >>> logits_fn = make_logits_fn(model, variables)
+      >>> logits_fn = make_mask_logits_fn(model, variables)
       >>> keys = jax.random.split(key, 50)
       >>> lp = predictive.sample_log_probs(logits_fn, keys, x, chunk_size=10)
       >>> x_adv = attacks.fgm(attacks.single_sample_log_prob_fn(logits_fn, keys[0]), x, ...)
     """
-    apply_fn = make_mask_apply_fn(model, variables)
+    apply_fn = make_shared_mask_apply_fn(model, variables)
     params = variables["params"]
     return lambda key, x: apply_fn(params, x, key)
 
@@ -115,7 +115,7 @@ def sample_log_probs(
     _check_inputs(x)
     keys = jax.random.split(key, num_samples)
     return predictive.sample_log_probs(
-        make_logits_fn(model, variables), keys, x, chunk_size=chunk_size
+        make_mask_logits_fn(model, variables), keys, x, chunk_size=chunk_size
     )
 
 

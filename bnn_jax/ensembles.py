@@ -28,7 +28,7 @@ import optax
 from bnn_jax import checks, models, predictive, training
 from bnn_jax.data import check_arrays
 
-__all__ = ["make_logits_fn", "member", "sample_log_probs", "stack", "train_ensemble"]
+__all__ = ["make_member_logits_fn", "member", "sample_log_probs", "stack", "train_ensemble"]
 
 
 def stack(members: Sequence[models.Variables]) -> models.Variables:
@@ -52,7 +52,7 @@ def member(variables: models.Variables, index: int) -> models.Variables:
     return jax.tree.map(lambda leaf: leaf[index], variables)
 
 
-def make_logits_fn(model: nn.Module) -> Callable[[models.Variables, jax.Array], jax.Array]:
+def make_member_logits_fn(model: nn.Module) -> Callable[[models.Variables, jax.Array], jax.Array]:
     """``logits_fn(member_variables, x) -> logits`` in inference mode: the ``logits_fn(sample,
     x)`` of :func:`bnn_jax.predictive.sample_log_probs` and of the attacks, with one member's
     variables (``"params"`` and e.g. ``"batch_stats"``) as the posterior sample."""
@@ -82,7 +82,9 @@ def sample_log_probs(
     if jnp.ndim(x) < 2:
         raise ValueError(f"x: expected a batch of inputs [batch, ...], got shape {jnp.shape(x)}")
     checks.finite("x", x)
-    return predictive.sample_log_probs(make_logits_fn(model), variables, x, chunk_size=chunk_size)
+    return predictive.sample_log_probs(
+        make_member_logits_fn(model), variables, x, chunk_size=chunk_size
+    )
 
 
 def train_ensemble(

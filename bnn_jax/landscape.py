@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnn_jax import checks
+from bnn_jax import checks, chunking
 from bnn_jax.tree import normal_like, tree_dot
 from bnn_jax.types import Key, Params
 from bnn_jax.uncertainty import is_concrete
@@ -147,10 +147,7 @@ def _shifted(params: Params, directions: tuple[Params, ...], coefficients: jax.A
 
 def _evaluate(fn, params, directions, coefficients, chunk_size):
     """``fn`` at ``params + coefficients[n] . directions`` for every row ``n``."""
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size: expected a positive integer or None, got {chunk_size!r}")
+    checks.chunk_size("chunk_size", chunk_size)
     out = jax.eval_shape(fn, params)
     if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
         raise ValueError(f"fn: expected a scalar output fn(params), got {out}")
@@ -158,9 +155,7 @@ def _evaluate(fn, params, directions, coefficients, chunk_size):
     def at(row):
         return fn(_shifted(params, directions, row))
 
-    if chunk_size is None:
-        return jax.vmap(at)(coefficients)
-    return jax.lax.map(at, coefficients, batch_size=chunk_size)
+    return chunking.map_chunks(at, coefficients, chunk_size)
 
 
 def slice_1d(

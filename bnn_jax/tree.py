@@ -31,33 +31,19 @@ def tree_add(a: Params, b: Params) -> Params:
     return jax.tree.map(jnp.add, a, b)
 
 
-def tree_sub(a: Params, b: Params) -> Params:
-    """Leafwise ``a - b``."""
-    return jax.tree.map(jnp.subtract, a, b)
-
-
-def tree_scale(scalar: jax.Array | float, tree: Params) -> Params:
-    """Leafwise ``scalar * tree``."""
-    return jax.tree.map(lambda leaf: scalar * leaf, tree)
-
-
 def tree_zeros_like(tree: Params) -> Params:
     """A tree of zeros with the shapes and dtypes of ``tree``."""
     return jax.tree.map(jnp.zeros_like, tree)
 
 
-def split_key_like(key: Key, tree: Params) -> Params:
-    """One independent key per leaf of ``tree``, arranged in the same tree structure."""
-    checks.key("key", key)
-    leaves, treedef = jax.tree.flatten(tree)
-    return jax.tree.unflatten(treedef, list(jax.random.split(key, len(leaves))))
-
-
 def normal_like(key: Key, tree: Params) -> Params:
     """Standard normal draws shaped like ``tree``, one independent stream per leaf."""
     checks.key("key", key)
-    keys = split_key_like(key, tree)
-    return jax.tree.map(lambda k, leaf: jax.random.normal(k, leaf.shape, leaf.dtype), keys, tree)
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    pairs = zip(keys, leaves, strict=True)
+    draws = [jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in pairs]
+    return jax.tree.unflatten(treedef, draws)
 
 
 def standard_normals(key: Key, shapes, dtype) -> list[jax.Array]:

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnn_jax import checks
+
 __all__ = [
     "bald",
     "check_log_probs",
@@ -38,7 +40,7 @@ def is_concrete(x) -> bool:
 
     The metric modules run their value checks only on concrete inputs.
     """
-    return not isinstance(x, jax.core.Tracer)
+    return not checks.is_traced(x)
 
 
 def _simplex_tolerance(dtype) -> float:

@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from bnn_jax import data, ensembles, io, laplace, losses, models, training
-from bnn_jax.curvature import subset as subsets
 
 
 def check_config(config: dict, defaults: dict, *, choices: dict[str, tuple] | None = None) -> dict:
@@ -121,15 +120,13 @@ def laplace_cached(
     *,
     curvature,
     params,
-    apply_fn,
-    likelihood,
-    subset=None,
+    x_example,
 ) -> laplace.Posterior:
     """Fit a Laplace posterior with ``fit()`` or rebuild it from what is cached as
     ``<name>-<hash(settings)>``: the curvature state, ``scale``, ``prior_prec`` and training NLL
-    (the functions come from the arguments, which must be those ``fit`` uses)."""
+    (the curvature must be the one ``fit`` uses; ``x_example`` a batch of its inputs)."""
     path = Path(cache_dir) / f"{name}-{config_hash(settings)}.msgpack"
-    template_state = curvature.finalize(curvature.init(params))
+    template_state = curvature.finalize(curvature.init(params, x_example))
     leaves, treedef = jax.tree.flatten(template_state)
     if path.exists():
         zero = jnp.zeros((), jnp.float32)
@@ -142,15 +139,7 @@ def laplace_cached(
         saved = io.load_checkpoint(path, template)
         numbered = saved.pop("state")
         state = jax.tree.unflatten(treedef, [numbered[str(i)] for i in range(len(leaves))])
-        return laplace.Posterior(
-            mean=params,
-            state=state,
-            curvature=curvature,
-            subset=subset or subsets.everything(),
-            apply_fn=apply_fn,
-            likelihood=likelihood,
-            **saved,
-        )
+        return laplace.Posterior(mean=params, state=state, curvature=curvature, **saved)
     posterior = fit()
     payload = {
         "state": _numbered(jax.tree.leaves(posterior.state)),
@@ -177,27 +166,27 @@ def tuned_laplace(
     objective,
     key,
 ) -> laplace.SearchResult:
-    """The Laplace posterior of ``structure`` (a ``methods.LAPLACE_STRUCTURES`` entry) at the MAP
-    ``params``: fitted on the training split with ``config["prior_prec"]`` (or loaded from the
-    cache, ``laplace_cached``), then ``(N, tau)`` chosen by a grid search over
-    ``config["scale_grid"]`` x ``config["prior_prec_grid"]`` of ``objective`` (e.g.
-    ``calibration.nll``) on the validation split, with ``config["num_samples"]`` MC samples."""
+    """The Laplace posterior of ``structure`` (a ``methods.LAPLACE_STRUCTURES`` entry,
+    ``(apply_fn, likelihood, fisher, params, x_example) -> Curvature``) at the MAP ``params``:
+    fitted on the training split with ``config["prior_prec"]`` (the first grid value when that
+    is 0: a posterior needs tau > 0), or loaded from the cache (``laplace_cached``), then
+    ``(N, tau)`` chosen by a grid search over ``config["scale_grid"]`` x
+    ``config["prior_prec_grid"]`` of ``objective`` (e.g. ``calibration.nll``) on the validation
+    split, with ``config["num_samples"]`` MC samples."""
     likelihood = losses.categorical()
-    curv = structure(ds.input_shape)(apply_fn, likelihood, fisher=fisher)
+    curv = structure(apply_fn, likelihood, fisher, params, ds.x_train[:1])
+    prior_precs = np.geomspace(*config["prior_prec_grid"])
     fit = lambda: laplace.fit(
         curv,
         params,
         data.Batches(ds.x_train, ds.y_train, batch_size),
-        apply_fn=apply_fn,
-        likelihood=likelihood,
         key=key,
-        prior_prec=config["prior_prec"],
+        prior_prec=config["prior_prec"] if config["prior_prec"] > 0 else prior_precs[0],
         progress=False,
     )
     posterior = laplace_cached(
-        cache_dir, name, settings, fit,
-        curvature=curv, params=params, apply_fn=apply_fn, likelihood=likelihood,
-    )  # fmt: skip
+        cache_dir, name, settings, fit, curvature=curv, params=params, x_example=ds.x_train[:1]
+    )
     validation = laplace.validation_objective(
         objective,
         ds.x_val,
@@ -209,7 +198,7 @@ def tuned_laplace(
     return laplace.search(
         posterior,
         validation,
-        prior_prec=np.geomspace(*config["prior_prec_grid"]),
+        prior_prec=prior_precs,
         scale=np.geomspace(*config["scale_grid"]),
         chunk_size=4,
     )

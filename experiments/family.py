@@ -22,26 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bnn_jax import (
-    calibration,
-    curvature,
-    data,
-    dropout,
-    laplace,
-    models,
-)
+from bnn_jax import calibration, curvature, data, laplace, models
 from experiments import common
 from experiments import methods as predictors
 
-METHODS = (
-    "map",
-    "diag_laplace",
-    "kfac_laplace",
-    "mc_dropout",
-    "concrete_dropout",
-    "ensemble",
-    "temperature",
-)
+METHODS = tuple(predictors.METHODS)
+"""Every method of the table (``methods.METHODS``)."""
+DEFAULT_METHODS = tuple(m for m in METHODS if m not in predictors.SLOW)
 ARCHITECTURES = ("mlp", "lenet")
 OBJECTIVES = {
     "nll": calibration.nll,
@@ -75,7 +62,7 @@ def default_config(quick: bool = False) -> dict:
         "tuning_objective": "nll",
         "prior_prec_grid": [1e-1, 1e4, 6 if quick else 11],
         "scale_grid": [1.0, 100.0, 3 if quick else 5],
-        "methods": list(METHODS),
+        "methods": list(DEFAULT_METHODS),
     }
 
 
@@ -128,7 +115,8 @@ def _model(spec: dict, num_classes: int, dropout_rate: float = 0.0):
 
 def _train_settings(config, spec, name, **extra):
     keys = ("dataset", "seed", "num_train", "epochs", "batch_size", "learning_rate", "prior_prec")
-    return {k: config[k] for k in keys} | {"spec": spec, "name": name} | extra
+    scheme = {"keys": predictors.KEY_SCHEME}
+    return {k: config[k] for k in keys} | {"spec": spec, "name": name} | scheme | extra
 
 
 def _train(config, ds, cache, spec, name, model, key, **kwargs):
@@ -146,9 +134,8 @@ def _train(config, ds, cache, spec, name, model, key, **kwargs):
     )
 
 
-def _laplace(config, ds, cache, spec, method, model, variables, key):
-    """Fit the structure of ``method`` at the MAP and choose (N, tau) on the validation split."""
-    apply_fn, params = predictors.map_apply_fn(model, variables)
+def _laplace(config, ds, cache, spec, method, structure, apply_fn, params, key):
+    """Fit ``structure`` at the MAP and choose (N, tau) on the validation split."""
     result = common.tuned_laplace(
         config,
         ds,
@@ -157,7 +144,7 @@ def _laplace(config, ds, cache, spec, method, model, variables, key):
         _train_settings(config, spec, method, fisher_samples=config["fisher_samples"]),
         apply_fn,
         params,
-        structure=predictors.LAPLACE_STRUCTURES[method],
+        structure=structure,
         fisher=curvature.mc_fisher(num_samples=config["fisher_samples"]),
         batch_size=256,
         objective=OBJECTIVES[config["tuning_objective"]],
@@ -173,57 +160,7 @@ def _laplace(config, ds, cache, spec, method, model, variables, key):
     return posterior, tuned
 
 
-def fit_member(config: dict, ds: data.Dataset, spec: dict, cache: Path, key) -> Member:
-    """Train and fit every method of ``config["methods"]`` for one family member."""
-    keys = jax.random.split(key, 8)
-    wanted, chunk = set(config["methods"]), config["chunk_size"]
-    model = _model(spec, ds.num_classes)
-    out, posteriors, tuned = {}, {}, {}
-    trained = _train(
-        config, ds, cache, spec, "map", model, keys[0], prior_prec=config["prior_prec"]
-    )
-    apply_fn, params = predictors.map_apply_fn(model, trained.variables)
-    out["map"] = predictors.deterministic(apply_fn, params)
-    for method in sorted(wanted & set(predictors.LAPLACE_STRUCTURES)):
-        post, tuned[method] = _laplace(
-            config, ds, cache, spec, method, model, trained.variables, keys[1]
-        )
-        posteriors[method] = post
-        out[method] = predictors.laplace_posterior(
-            post, keys[2], config["num_samples"], chunk_size=chunk
-        )
-    if "temperature" in wanted:
-        temperature = float(
-            calibration.fit_temperature(apply_fn(params, jnp.asarray(ds.x_val)), ds.y_val)
-        )
-        tuned["temperature"] = {"temperature": temperature}
-        out["temperature"] = predictors.deterministic(apply_fn, params, temperature=temperature)
-    if "mc_dropout" in wanted:
-        drop_model = _model(spec, ds.num_classes, config["dropout_rate"])
-        result = _train(
-            config,
-            ds,
-            cache,
-            spec,
-            "mc_dropout",
-            drop_model,
-            keys[3],
-            prior_prec=config["prior_prec"],
-        )
-        out["mc_dropout"] = predictors.mc_dropout(
-            drop_model, result.variables, keys[4], config["num_samples"], chunk_size=chunk
-        )
-    if "concrete_dropout" in wanted:
-        out["concrete_dropout"], tuned["concrete_dropout"] = _concrete(
-            config, ds, cache, spec, keys[5], keys[4]
-        )
-    if "ensemble" in wanted:
-        out["ensemble"] = _ensemble(config, ds, cache, spec, model, keys[6])
-    out = {name: out[name] for name in config["methods"]}
-    return Member(spec["name"], model, trained.variables, out, posteriors, tuned)
-
-
-def _concrete(config, ds, cache, spec, train_key, mask_key):
+def _concrete(config, ds, spec):
     """Concrete Dropout around every hidden Dense layer after the first, with the guidance
     ``wr = l^2 / (tau N)``, ``dr = 2 / (tau N)`` (tau = 1: the model precision of a classifier)."""
     if spec["architecture"] != "mlp":
@@ -235,30 +172,40 @@ def _concrete(config, ds, cache, spec, train_key, mask_key):
         weight_regularizer=config["concrete_length_scale"] ** 2 / n,
         dropout_regularizer=2.0 / n,
     )
-    rates = lambda v: {k: float(p) for k, p in dropout.concrete_rates(v["params"]).items()}
-    result = _train(
-        config, ds, cache, spec, "concrete_dropout", model, train_key, epoch_metrics=rates
-    )
-    final = {k: float(v[-1]) for k, v in result.history.items() if "concrete" in k}
-    predictor = predictors.mc_dropout(
-        model, result.variables, mask_key, config["num_samples"], chunk_size=config["chunk_size"]
-    )
-    return predictor, {"rates": final}
+    final = lambda result: {
+        "rates": {k: float(v[-1]) for k, v in result.history.items() if "concrete" in k}
+    }
+    return model, final
 
 
-def _ensemble(config, ds, cache, spec, model, key):
-    result = _train(
+def fit_member(config: dict, ds: data.Dataset, spec: dict, cache: Path, key) -> Member:
+    """Train and fit every method of ``config["methods"]`` for one family member, from the
+    method table ``methods.METHODS``."""
+    trained: dict = {}
+
+    def train(name, model, train_key, **kwargs):
+        if name not in trained:  # the MAP is shared by several methods
+            trained[name] = _train(config, ds, cache, spec, name, model, train_key, **kwargs)
+        return trained[name]
+
+    study = predictors.Study(
         config,
         ds,
-        cache,
-        spec,
-        "ensemble",
-        model,
-        key,
-        num_members=config["num_members"],
-        prior_prec=config["prior_prec"],
+        train,
+        network=lambda rate: _model(spec, ds.num_classes, rate),
+        concrete=lambda: _concrete(config, ds, spec),
+        laplace=lambda *args: _laplace(config, ds, cache, spec, *args),
     )
-    return predictors.ensemble(model, result.variables, chunk_size=config["chunk_size"])
+    built = predictors.build(study, config["methods"], key)
+    model, map_result = predictors.map_network(study, key)
+    return Member(
+        spec["name"],
+        model,
+        map_result.variables,
+        {name: b.predictor for name, b in built.items()},
+        {name: b.posterior for name, b in built.items() if b.posterior is not None},
+        {name: b.facts for name, b in built.items() if b.facts},
+    )
 
 
 def fit_family(config: dict, out_dir) -> Family:

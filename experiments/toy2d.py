@@ -3,9 +3,10 @@
 Methods: the notebook's Concrete Dropout network (Dense 500 ReLU, then Concrete Dropout around
 Dense 500 and around the output layer; weight_regularizer 1e-3, dropout_regularizer 1, SGD),
 the same network with plain MC dropout, its MAP estimate with diagonal and KFAC Laplace
-posteriors (prior precision tuned by the marginal likelihood), a deep ensemble, and a GP
-classifier (arc-sine kernel, probit likelihood, Laplace inference, hyperparameters by
-evidence maximisation, Houlsby's BALD).
+posteriors ((N, tau) chosen by a grid search of the validation NLL, as in the blog post), a
+deep ensemble, and a GP classifier (arc-sine kernel, probit likelihood, Laplace inference,
+hyperparameters by evidence maximisation, Houlsby's BALD). The network methods come from the
+method table ``experiments.methods.METHODS``.
 
 Run ``python -m experiments.toy2d [--quick] [--out results/toy2d]``.
 """
@@ -17,25 +18,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bnn_jax import (
-    attacks,
-    calibration,
-    curvature,
-    data,
-    dropout,
-    gp,
-    models,
-    uncertainty,
-)
+from bnn_jax import attacks, calibration, curvature, data, gp, models, uncertainty
 from experiments import common, toy2d_report
 from experiments import methods as predictors
 
-METHODS = (
+METHODS = (*predictors.METHODS, "gp")
+"""The method table (``methods.METHODS``) and the GP reference."""
+DEFAULT_METHODS = (
     "map",
     "mc_dropout",
     "concrete_dropout",
-    "diag_laplace",
-    "kfac_laplace",
+    *(m for m in predictors.LAPLACE_STRUCTURES if m not in predictors.SLOW),
     "ensemble",
     "gp",
 )
@@ -67,7 +60,7 @@ def get_config(quick: bool = False) -> dict:
         "bim_steps": 10,
         "prior_prec_grid": [0.1, 1000.0, 9],
         "scale_grid": [1.0, 1000.0, 7],
-        "methods": list(METHODS),
+        "methods": list(DEFAULT_METHODS),
     }
 
 
@@ -84,7 +77,7 @@ def _train(config, ds, cache, name, model, key, **kwargs):
     return common.train_model(
         cache,
         name,
-        {k: config[k] for k in TRAIN_KEYS},
+        {k: config[k] for k in TRAIN_KEYS} | {"keys": predictors.KEY_SCHEME},
         model,
         ds,
         key=key,
@@ -95,9 +88,9 @@ def _train(config, ds, cache, name, model, key, **kwargs):
     )
 
 
-def _laplace(config, ds, cache, name, model, variables, key):
-    apply_fn, params = predictors.map_apply_fn(model, variables)
+def _laplace(config, ds, cache, name, structure, apply_fn, params, key):
     settings = {k: config[k] for k in TRAIN_KEYS} | {"prior_prec": config["prior_prec"]}
+    settings |= {"keys": predictors.KEY_SCHEME}
     result = common.tuned_laplace(
         config,
         ds,
@@ -106,64 +99,53 @@ def _laplace(config, ds, cache, name, model, variables, key):
         {**settings, "name": name},
         apply_fn,
         params,
-        structure=predictors.LAPLACE_STRUCTURES[name],
+        structure=structure,
         fisher=curvature.exact_fisher(),
         batch_size=100,
         objective=calibration.nll,
         key=key,
     )
-    return result.posterior
+    post = result.posterior
+    return post, {"prior_prec": float(post.prior_prec), "scale": float(post.scale)}
+
+
+def _concrete(config, ds):
+    model = models.ConcreteDropoutMLP(
+        tuple(config["widths"]),
+        ds.num_classes,
+        weight_regularizer=config["weight_regularizer"],
+        dropout_regularizer=config["dropout_regularizer"],
+    )
+    facts = lambda trained: {
+        "p_by_epoch": {k: v.tolist() for k, v in trained.history.items() if "concrete" in k}
+    }
+    return model, facts
 
 
 def _networks(config, ds, cache, key):
-    """Train the networks and build one predictor per method; returns (predictors, facts)."""
-    keys = jax.random.split(key, 8)
-    widths, wanted = tuple(config["widths"]), set(config["methods"])
-    out, facts = {}, {}
-    mlp = models.MLP(widths, ds.num_classes)
-    if wanted & {"map", "diag_laplace", "kfac_laplace"}:
-        trained = _train(config, ds, cache, "map", mlp, keys[0], prior_prec=config["prior_prec"])
-        out["map"] = predictors.deterministic(*predictors.map_apply_fn(mlp, trained.variables))
-        for name in sorted(wanted & set(predictors.LAPLACE_STRUCTURES)):
-            post = _laplace(config, ds, cache, name, mlp, trained.variables, keys[1])
-            facts[name] = {"prior_prec": float(post.prior_prec), "scale": float(post.scale)}
-            out[name] = predictors.laplace_posterior(post, keys[2], config["num_samples"])
-    if "mc_dropout" in wanted:
-        model = models.MLP(widths, ds.num_classes, dropout_rate=config["dropout_rate"])
-        trained = _train(
-            config, ds, cache, "mc_dropout", model, keys[3], prior_prec=config["prior_prec"]
-        )
-        out["mc_dropout"] = predictors.mc_dropout(
-            model, trained.variables, keys[4], config["num_samples"]
-        )
-    if "concrete_dropout" in wanted:
-        model = models.ConcreteDropoutMLP(
-            widths,
-            ds.num_classes,
-            weight_regularizer=config["weight_regularizer"],
-            dropout_regularizer=config["dropout_regularizer"],
-        )
-        rates = lambda v: {k: float(p) for k, p in dropout.concrete_rates(v["params"]).items()}
-        trained = _train(config, ds, cache, "concrete_dropout", model, keys[5], epoch_metrics=rates)
-        facts["concrete_dropout"] = {
-            "p_by_epoch": {k: v.tolist() for k, v in trained.history.items() if "concrete" in k}
-        }
-        out["concrete_dropout"] = predictors.mc_dropout(
-            model, trained.variables, keys[4], config["num_samples"]
-        )
-    if "ensemble" in wanted:
-        trained = _train(
-            config,
-            ds,
-            cache,
-            "ensemble",
-            mlp,
-            keys[6],
-            num_members=config["num_members"],
-            prior_prec=config["prior_prec"],
-        )
-        out["ensemble"] = predictors.ensemble(mlp, trained.variables)
-    return out, facts
+    """Train the networks and build one predictor per method of the table (``methods``);
+    returns (predictors, facts)."""
+    trained: dict = {}
+
+    def train(name, model, train_key, **kwargs):
+        if name not in trained:  # the MAP is shared by several methods
+            trained[name] = _train(config, ds, cache, name, model, train_key, **kwargs)
+        return trained[name]
+
+    widths = tuple(config["widths"])
+    study = predictors.Study(
+        config,
+        ds,
+        train,
+        network=lambda rate: models.MLP(widths, ds.num_classes, dropout_rate=rate),
+        concrete=lambda: _concrete(config, ds),
+        laplace=lambda *args: _laplace(config, ds, cache, *args),
+    )
+    built = predictors.build(study, [m for m in config["methods"] if m != "gp"], key)
+    return (
+        {name: b.predictor for name, b in built.items()},
+        {name: b.facts for name, b in built.items() if b.facts},
+    )
 
 
 def _evaluate(config, log_prob_fn, single_fn, draws_fn, x_train, x_test, grid, draw_grid):

@@ -11,7 +11,7 @@ from bnn_jax import attacks
 @pytest.fixture(scope="module")
 def dropout_net():
     """A random one-hidden-layer net with dropout rate 0.5 on its hidden units, one mask per
-    key shared by the batch (as :func:`bnn_jax.dropout.make_logits_fn`): posterior samples
+    key shared by the batch (as :func:`bnn_jax.dropout.make_mask_logits_fn`): posterior samples
     disagree visibly."""
     rng = np.random.default_rng(0)
     w1, b1, w2 = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in [(2, 16), 16, (16, 3)])

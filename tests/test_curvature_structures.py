@@ -1,4 +1,6 @@
-"""Every curvature structure against brute-force dense references on tiny networks (float64).
+"""Every curvature structure against brute-force dense references on tiny networks (float64):
+what each structure approximates (the interface contract of every structure is checked by
+``bnn_jax.testing.check_curvature`` in ``test_curvature_conformance.py``).
 
 The reference GGN/Fisher is built from ``jax.jacobian`` of the raveled parameters:
 exact GGN ``sum_n J_n^T H_n J_n`` with the likelihood's Hessian; MC Fisher from per-example
@@ -93,21 +95,20 @@ def module_mask(name):
 
 
 def factory(structure, name, fisher):
-    apply_fn, params, _, lik, shape = problem(name)
-    kron = dict(input_shape=shape, input_dtype=jnp.float64)
+    apply_fn, params, _, lik, _ = problem(name)
     size = ravel_pytree(params)[0].size
+    per_factor = kron.per_factor_prior()
     return {
         "dense": lambda: cv.dense(apply_fn, lik, fisher=fisher, chunk_size=4),
         "diagonal": lambda: cv.diagonal(apply_fn, lik, fisher=fisher, chunk_size=4),
-        "kfac": lambda: cv.kfac(apply_fn, lik, fisher=fisher, **kron),
-        "kfac_per_factor": lambda: cv.kfac(
-            apply_fn, lik, fisher=fisher, prior="per_factor", **kron
+        "kfac": lambda: cv.kfac(apply_fn, lik, fisher=fisher),
+        "kfac_per_factor": lambda: cv.kfac(apply_fn, lik, fisher=fisher, prior=per_factor),
+        "kfac_separate_bias": lambda: cv.kfac(
+            apply_fn, lik, fisher=fisher, bias=cv.blocks.separate_bias()
         ),
-        "efb": lambda: cv.efb(apply_fn, lik, fisher=fisher, chunk_size=4, **kron),
-        "efb_per_factor": lambda: cv.efb(apply_fn, lik, fisher=fisher, prior="per_factor", **kron),
-        "block_diagonal": lambda: cv.block_diagonal(
-            apply_fn, lik, fisher=fisher, chunk_size=4, **kron
-        ),
+        "efb": lambda: cv.efb(apply_fn, lik, fisher=fisher, chunk_size=4),
+        "efb_per_factor": lambda: cv.efb(apply_fn, lik, fisher=fisher, prior=per_factor),
+        "block_diagonal": lambda: cv.block_diagonal(apply_fn, lik, fisher=fisher, chunk_size=4),
         "low_rank": lambda: cv.low_rank(apply_fn, lik, fisher=fisher, rank=size, key=KEY),
     }[structure]()
 
@@ -118,7 +119,7 @@ def fit(curv, name, batches=None, key=KEY, jit=True):
     batches = [batch] if batches is None else batches
     update = jax.jit(curv.update) if jit else curv.update
     finalize = jax.jit(curv.finalize) if jit else curv.finalize
-    state = curv.init(params)
+    state = curv.init(params, batches[0].x)
     for _ in range(curv.num_passes):
         for b in batches:
             state = update(state, params, b, key)
@@ -174,51 +175,22 @@ STRUCTURES = [
     "block_diagonal",
     "low_rank",
 ]
-CONTRACT = [(s, "cnn") for s in STRUCTURES] + [("kfac", "regression")]
 SCALE, TAU = 3.0, 0.5
 
 
 @functools.cache
-def operator_matrices(structure, name):
-    """Dense matrices of ``precision_mvp(1, 0)``, ``precision_mvp(SCALE, TAU)`` and
-    ``solve(SCALE, TAU)``, and ``log_det(SCALE, TAU)``, in one jitted call."""
+def precision_matrix(structure, name):
+    """``precision_mvp(SCALE, TAU)`` as a dense matrix."""
     curv, state = fitted(structure, name)
-    scale, tau = SCALE, TAU
     flat, unravel = ravel_pytree(problem(name)[1])
 
     @jax.jit
-    def build(state, scale, tau):
-        def cols(fn):
-            return jax.vmap(lambda e: ravel_pytree(fn(unravel(e)))[0], out_axes=1)(
-                jnp.eye(flat.size)
-            )
-
-        return (
-            cols(lambda v: curv.precision_mvp(state, v, 1.0, 0.0)),
-            cols(lambda v: curv.precision_mvp(state, v, scale, tau)),
-            cols(lambda v: curv.solve(state, v, scale, tau)),
-            curv.log_det(state, scale, tau),
-        )
+    def build(state):
+        column = lambda e: ravel_pytree(curv.precision_mvp(state, unravel(e), SCALE, TAU))[0]
+        return jax.vmap(column, out_axes=1)(jnp.eye(flat.size))
 
     with jax.enable_x64(True):
-        return build(state, scale, tau)
-
-
-@pytest.mark.parametrize(("structure", "name"), CONTRACT)
-def test_interface_contract(x64, structure, name):
-    """to_dense == mvp columns; scale/tau as documented; solve inverts mvp; log_det."""
-    curv, state = fitted(structure, name)
-    dense = dense_of(curv, state)
-    scale, tau = SCALE, TAU
-    plain, precision, inverse, log_det = operator_matrices(structure, name)
-    np.testing.assert_allclose(plain, dense, atol=1e-12)
-    if not structure.endswith("per_factor"):  # per-factor: see the next test
-        expected = scale * dense + tau * jnp.eye(dense.shape[0])
-        np.testing.assert_allclose(precision, expected, atol=1e-10)
-    np.testing.assert_allclose(inverse @ precision, jnp.eye(dense.shape[0]), atol=1e-9)
-    sign, logdet = jnp.linalg.slogdet(precision)
-    assert sign == 1
-    np.testing.assert_allclose(log_det, logdet, rtol=1e-10)
+        return build(state)
 
 
 @pytest.mark.parametrize("structure", ["kfac_per_factor", "efb_per_factor"])
@@ -227,7 +199,7 @@ def test_per_factor_prior_matches_kronecker_formula(x64, structure):
     s C + sqrt(s tau)(A ⊗ I + I ⊗ G) + tau I on each layer block."""
     name, scale, tau = "cnn", SCALE, TAU
     curv, state = fitted(structure, name)
-    precision = operator_matrices(structure, name)[1]
+    precision = precision_matrix(structure, name)
     dense = dense_of(curv, state)
     block_idx, other_idx = blocks.dense_indices(state.structure)
     assert len(block_idx) == 3 and not other_idx
@@ -241,48 +213,6 @@ def test_per_factor_prior_matches_kronecker_formula(x64, structure):
             cross = rs * rt * (jnp.kron(a, ig) + jnp.kron(ia, g))
             expected = scale * dense[np.ix_(idx, idx)] + cross + tau * jnp.eye(idx.size)
         np.testing.assert_allclose(precision[np.ix_(idx, idx)], expected, atol=1e-10)
-
-
-@pytest.mark.parametrize("structure", STRUCTURES)
-def test_sample_covariance_matches_dense_inverse(x64, structure):
-    """10^4 samples. For z ~ N(0, S) the entry (1/n) sum z_i z_j has standard deviation
-    sqrt((S_ii S_jj + S_ij^2) / n); every entry must lie within 5 of them (for ~2000
-    distinct entries a false alarm has probability < 2e-3; the keys are fixed)."""
-    name, scale, tau, n = "cnn", SCALE, TAU, 10_000
-    curv, state = fitted(structure, name)
-    precision = operator_matrices(structure, name)[1]  # checked in the tests above
-    cov = jnp.linalg.inv(precision)
-    draw = lambda k: ravel_pytree(curv.sample(state, k, scale, tau))[0]
-    z = jax.jit(jax.vmap(draw))(jax.random.split(jax.random.key(3), n))
-    empirical = z.T @ z / n
-    sd = jnp.sqrt((jnp.outer(jnp.diag(cov), jnp.diag(cov)) + cov**2) / n)
-    assert float(jnp.max(jnp.abs(empirical - cov) / sd)) < 5.0
-    np.testing.assert_allclose(z.mean(0), 0.0, atol=5 * float(jnp.sqrt(jnp.max(jnp.diag(cov)) / n)))
-
-
-@pytest.mark.parametrize("structure", ["diagonal", "kfac", "efb", "low_rank"])
-def test_two_half_batches_equal_the_full_batch(x64, structure):
-    """Sums over examples, KFAC's 1/N and 1/positions scaling, EFB's second pass and the
-    subspace iteration do not depend on how the data are batched."""
-    name = "cnn"
-    curv, full = fitted(structure, name)
-    batch = problem(name)[2]
-    halves = [jax.tree.map(lambda a, s=s: a[s], batch) for s in (slice(0, 3), slice(3, 6))]
-    split = fit(curv, name, batches=halves)
-    assert int(split.num_data) == int(full.num_data) == 6
-    np.testing.assert_allclose(dense_of(curv, split), dense_of(curv, full), atol=1e-12)
-
-
-def test_jitted_update_equals_eager_update(x64):
-    name = "mlp"
-    curv = factory("kfac", name, cv.mc_fisher(num_samples=2))
-    _, params, batch, _, _ = problem(name)
-    state = curv.init(params)
-    key = jax.random.key(11)
-    eager = curv.update(state, params, batch, key)
-    jitted = jax.jit(curv.update)(state, params, batch, key)
-    for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-12)
 
 
 def flat_indices(name, module):
@@ -379,7 +309,7 @@ def test_exact_ggn_equals_hessian_for_linear_model_with_squared_loss(x64):
     params = jax.tree.map(lambda a: a.astype(jnp.float64), model.init(KEY, x))["params"]
     apply_fn = lambda p, inputs: model.apply({"params": p}, inputs)
     curv = cv.dense(apply_fn, lik, fisher=cv.exact_fisher())
-    state = curv.finalize(jax.jit(curv.update)(curv.init(params), params, Batch(x, y), KEY))
+    state = curv.finalize(jax.jit(curv.update)(curv.init(params, x), params, Batch(x, y), KEY))
     flat, unravel = ravel_pytree(params)
     total = lambda w: jnp.sum(lik.nll(apply_fn(unravel(w), x), y))
     hessian = jax.jit(jax.hessian(total))(flat)
@@ -412,14 +342,14 @@ def test_mc_fisher_with_many_samples_approaches_exact(x64):
 
 def test_last_layer_subset_is_the_reference_sub_block(x64):
     name = "cnn"
-    apply_fn, params, batch, lik, shape = problem(name)
+    apply_fn, params, batch, lik, _ = problem(name)
     last = cv.subset.last_layer(apply_fn, params, batch.x[:1])
     idx = np.ix_(*[flat_indices(name, "Dense_0")] * 2)
     ref = reference(name, "exact")
     fisher = cv.exact_fisher()
     for curv in [
         cv.dense(apply_fn, lik, fisher=fisher, subset=last),
-        cv.block_diagonal(apply_fn, lik, fisher=fisher, subset=last, input_shape=shape),
+        cv.block_diagonal(apply_fn, lik, fisher=fisher, subset=last),
     ]:
         dense = dense_of(curv, fit(curv, name))
         # selected order: bias then kernel (tree order); reference block: kernel rows, bias
@@ -429,3 +359,31 @@ def test_last_layer_subset_is_the_reference_sub_block(x64):
     curv = cv.diagonal(*problem("norm")[:1], problem("norm")[3], fisher=fisher, subset=norms)
     diag = dense_of(curv, fit(curv, "norm"))
     assert diag.shape == (2 + 32, 2 + 32)
+
+
+def test_separate_bias_layout_is_laplace_torchs_kfac(x64):
+    """``blocks.separate_bias()``: per Dense layer a kernel block ``(sum a a^T) ⊗ (sum b b^T)
+    / N`` and a bias block ``sum b b^T`` (b: gradients at the layer's output, here the bias
+    gradients of a brute-force Jacobian; a: the layer inputs computed by hand), no
+    kernel-bias cross terms; the homogeneous layout has the same diagonal blocks plus the
+    cross terms."""
+    name = "mlp"
+    apply_fn, params, batch, lik, _ = problem(name)
+    separate = dense_of(*fitted("kfac_separate_bias", name))
+    homogeneous = dense_of(*fitted("kfac", name))
+    x, n = batch.x, batch.x.shape[0]
+    hidden = jnp.tanh(x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"])
+    bias_jac = jax.jacobian(lambda p: apply_fn(p, x))(params)  # leaves [B, K, *shape]
+    factors = lik.hessian_sqrt(apply_fn(params, x))  # [B, K, M], L L^T = H
+    for module, a in (("Dense_0", x), ("Dense_1", hidden)):
+        jb = jnp.einsum("bkd,bkm->bmd", bias_jac[module]["bias"], factors)  # b_nm
+        gram = jnp.einsum("bmd,bme->de", jb, jb)
+        kernel_ref = jnp.kron(a.T @ a, gram) / n
+        idx = flat_indices(name, module)
+        k_idx, b_idx = idx[: kernel_ref.shape[0]], idx[kernel_ref.shape[0] :]
+        for dense in (separate, homogeneous):
+            np.testing.assert_allclose(dense[np.ix_(k_idx, k_idx)], kernel_ref, atol=1e-12)
+            np.testing.assert_allclose(dense[np.ix_(b_idx, b_idx)], gram, atol=1e-12)
+        assert not np.any(separate[np.ix_(k_idx, b_idx)])
+        assert np.abs(homogeneous[np.ix_(k_idx, b_idx)]).max() > 1e-3
+    np.testing.assert_allclose(separate, np.where(module_mask(name), separate, 0.0), atol=0)

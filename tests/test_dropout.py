@@ -101,7 +101,9 @@ def test_common_random_numbers_one_mask_passes_and_chunking(name):
         out = {
             "full": sample(x),
             "reordered": sample(x[jnp.array([2, 1, 2])]),
-            "one_mask": dropout.make_logits_fn(model, variables)(jax.random.split(key, 5)[3], x),
+            "one_mask": dropout.make_mask_logits_fn(model, variables)(
+                jax.random.split(key, 5)[3], x
+            ),
         }
         if name == "mlp":  # chunking does not depend on the model
             out["chunked"] = sample(x, chunk_size=2)  # chunks of 2 masks, the last one partial
@@ -121,10 +123,11 @@ def test_common_random_numbers_one_mask_passes_and_chunking(name):
 
 
 def test_mask_apply_fn_on_one_input_is_the_models_dropout_pass_with_its_gradient():
-    """For a batch of one, the shared mask is the mask of ``models.make_dropout_apply_fn``."""
+    """For a batch of one, the shared mask is the per-example mask of
+    ``models.make_per_example_dropout_apply_fn``."""
     model, variables, x = _setup("mlp")
-    shared = dropout.make_mask_apply_fn(model, variables)
-    per_example = models.make_dropout_apply_fn(model, variables)
+    shared = dropout.make_shared_mask_apply_fn(model, variables)
+    per_example = models.make_per_example_dropout_apply_fn(model, variables)
     key = jax.random.key(4)
     value_and_grad = lambda f: jax.value_and_grad(lambda p: jnp.sum(jnp.sin(f(p, x[:1], key))))
     both = jax.jit(lambda p: (value_and_grad(shared)(p), value_and_grad(per_example)(p)))
@@ -167,8 +170,8 @@ def _bad_dropout_calls():
     sample = lambda **kw: dropout.sample_log_probs(
         model, variables, kw.pop("x", x), **({"key": key, "num_samples": 2} | kw)
     )
-    apply_fn = dropout.make_mask_apply_fn(model, variables)
-    logits_fn = dropout.make_logits_fn(model, variables)
+    apply_fn = dropout.make_shared_mask_apply_fn(model, variables)
+    logits_fn = dropout.make_mask_logits_fn(model, variables)
     return [
         (lambda: sample(x=x.at[1, 0].set(jnp.inf)), "x: expected finite values"),
         (lambda: sample(x=x.at[0, 1].set(jnp.nan)), "x: expected finite values"),

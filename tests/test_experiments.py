@@ -46,9 +46,9 @@ def test_toy2d_main(tmp_path):
         scale_grid=[1.0, 10.0, 2],
     )
     metrics = toy2d.main(config, tmp_path)["toy2d"]
-    assert set(metrics) == set(toy2d.METHODS)
+    assert set(metrics) == set(toy2d.DEFAULT_METHODS)
     figures = _figures_in_report(tmp_path)
-    for name in toy2d.METHODS:
+    for name in toy2d.DEFAULT_METHODS:
         assert {f"toy2d_{name}_{kind}" for kind in ("maps", "draws", "fgm", "bim")} <= figures
         assert metrics[name]["bald_le_entropy"]
         assert 0 <= metrics[name]["bim_accuracy"] <= 1
@@ -82,7 +82,7 @@ def test_study_writes_every_figure_and_the_metrics_layout(tmp_path):
         "adversarial_detection",
     } <= figures
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(saved["methods"]) == set(family.METHODS)
+    assert set(saved["methods"]) == set(family.DEFAULT_METHODS)
     for entry in saved["methods"].values():
         assert {"accuracy", "nll", "brier", "ece", "mce", "ood", "fgsm"} <= set(entry)
         assert set(entry["ood"]) == {"patches", "noise"}
@@ -106,6 +106,25 @@ def test_each_study_runs_alone(tmp_path, module):
     metrics = module.main(config, tmp_path)
     assert (tmp_path / "report.md").exists() and _figures_in_report(tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text()).keys() == metrics.keys()
+
+
+def test_the_method_table_serves_every_study_with_its_own_keys(tmp_path):
+    """A curvature structure is one entry of ``LAPLACE_STRUCTURES``; the partition (dense last
+    layer + diagonal rest) runs in a study from it; methods never share keys."""
+    from experiments import methods
+
+    assert set(methods.LAPLACE_STRUCTURES) <= set(family.METHODS) & set(toy2d.METHODS)
+    assert "partition_laplace" not in family.DEFAULT_METHODS + toy2d.DEFAULT_METHODS
+    config = _tiny(calibration, methods=["map", "partition_laplace", "mc_dropout"])
+    metrics = calibration.main(config, tmp_path)["calibration"]
+    scores = metrics["family"]["mlp-1x16"]["partition_laplace"]
+    assert 0 <= scores["accuracy"] <= 1 and scores["nll"] > 0
+    assert {"scale", "prior_prec", "N"} <= set(metrics["tuned"]["mlp-1x16"]["partition_laplace"])
+    import jax
+
+    key = jax.random.key(0)
+    data = {name: jax.random.key_data(methods.method_key(key, name)) for name in methods.METHODS}
+    assert len({tuple(d.ravel().tolist()) for d in data.values()}) == len(methods.METHODS)
 
 
 def test_interrupted_run_resumes_to_the_same_metrics(tmp_path):

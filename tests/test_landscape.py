@@ -260,7 +260,7 @@ def test_bad_inputs_raise():
         landscape.slice_1d(fn, params, params, jnp.zeros((0,)))
     with pytest.raises(ValueError, match="betas: expected finite"):
         landscape.slice_2d(fn, params, params, params, grid, jnp.array([0.0, jnp.nan]))
-    with pytest.raises(ValueError, match="chunk_size: expected a positive integer"):
+    with pytest.raises(ValueError, match="chunk_size: expected an integer >= 1"):
         landscape.slice_1d(fn, params, params, grid, chunk_size=0)
     with pytest.raises(ValueError, match="fn: expected a scalar output"):
         landscape.slice_1d(lambda p: p["w"], params, params, grid)

@@ -187,9 +187,8 @@ def test_search_reuses_the_curvature_and_finds_the_known_optimum(x64):
     lik = losses.categorical()
     curv = _counting(curvature.dense(apply_fn, lik, fisher=curvature.exact_fisher()), counts)
     post = laplace.fit(
-        curv, params, Batches(x, y, 12), apply_fn=apply_fn, likelihood=lik,
-        key=make_key(0), prior_prec=1.0, progress=False,
-    )  # fmt: skip
+        curv, params, Batches(x, y, 12), key=make_key(0), prior_prec=1.0, progress=False
+    )
     after_fit = dict(counts)
     assert after_fit["update"] >= 1 and after_fit["finalize"] == 1
 
@@ -240,12 +239,19 @@ def test_bad_inputs_raise_value_errors(x64):
     lik = losses.categorical()
     curv = curvature.dense(apply_fn, lik, fisher=curvature.exact_fisher())
     fit = lambda **kw: laplace.fit(
-        curv, kw.pop("params", params), kw.pop("batches", Batches(x, y, 8)),
-        apply_fn=apply_fn, likelihood=lik, key=make_key(0),
-        prior_prec=kw.pop("prior_prec", 1.0), progress=False, **kw,
+        kw.pop("curv", curv), kw.pop("params", params), kw.pop("batches", Batches(x, y, 8)),
+        key=kw.pop("key", make_key(0)), prior_prec=kw.pop("prior_prec", 1.0), progress=False,
+        **kw,
     )  # fmt: skip
     with pytest.raises(ValueError, match="prior_prec"):
         fit(prior_prec=-1.0)
+    with pytest.raises(ValueError, match=r"prior_prec: .* > 0, got 0.0: directions .* infinite"):
+        fit(prior_prec=0.0)
+    for bad_key in (0, "abc", None):
+        with pytest.raises(ValueError, match="key: expected a PRNG key"):
+            fit(key=bad_key)
+    with pytest.raises(ValueError, match=r"curvature: expected a curvature\.Curvature"):
+        fit(curv="kfac")
     with pytest.raises(ValueError, match="scale"):
         fit(scale=0.0)
     with pytest.raises(ValueError, match="scale"):
@@ -259,8 +265,6 @@ def test_bad_inputs_raise_value_errors(x64):
         fit(batches=Batches(x, y + NUM_CLASSES, 8))
     with pytest.raises(ValueError, match="batches"):
         fit(batches=[])
-    with pytest.raises(ValueError, match="subset"):
-        fit(subset=subsets.last_layer(apply_fn, params, x[:1]))
 
     post = fit()
     with pytest.raises(ValueError, match="num_samples"):
@@ -290,3 +294,44 @@ def test_bad_inputs_raise_value_errors(x64):
         laplace.validation_objective(laplace.error_plus_ece, x, y, key=make_key(0), num_samples=0)
     with pytest.raises(ValueError, match="y"):
         laplace.validation_objective(laplace.error_plus_ece, x, y[:3], key=make_key(0))
+
+
+def test_invalid_hyperparameters_are_errors_not_nan(x64):
+    """prior_prec <= 0 (e.g. ``post.replace(prior_prec=-1)``, also as a constant inside a
+    caller's jit) is refused by every public function that inverts the precision; a diverging
+    marginal-likelihood optimisation names ``learning_rate``; a search whose objective is
+    NaN everywhere raises."""
+    from bnn_jax import predictive
+
+    apply_fn, params, x, y = problem("mlp")
+    post = fit(curvature.diagonal, apply_fn, params, x, y)
+    key = make_key(0)
+    for bad in (-1.0, 0.0, jnp.nan):
+        broken = post.replace(prior_prec=jnp.asarray(bad))
+        for call in (
+            lambda p: laplace.sample(p, key, 2),
+            laplace.log_det,
+            laplace.log_marginal_likelihood,
+            lambda p: laplace.optimize_marglik(p, steps=2, learning_rate=0.1),
+            lambda p: predictive.laplace_log_probs(p, x, key=key, num_samples=2),
+            lambda p: predictive.glm_probit_log_probs(p, x),
+            lambda p: predictive.local_log_probs(p, x, key=key, num_samples=2),
+        ):
+            with pytest.raises(ValueError, match="prior_prec"):
+                call(broken)
+    with pytest.raises(ValueError, match="prior_prec"):  # a constant inside the caller's jit
+        jax.jit(lambda p: laplace.log_det(p.replace(prior_prec=-1.0)))(post)
+    # traced values are the caller's responsibility (documented): no check, no error
+    assert np.isnan(jax.jit(lambda t: laplace.log_det(post.replace(prior_prec=t)))(-1.0))
+
+    with pytest.raises(ValueError, match="learning_rate: the optimisation diverged"):
+        laplace.optimize_marglik(post, steps=20, learning_rate=1e3)
+    with pytest.raises(ValueError, match="objective_fn: no candidate gave a finite value"):
+        laplace.search(post, lambda p: jnp.nan * p.prior_prec, prior_prec=jnp.ones(3))
+    partly = laplace.search(
+        post, lambda p: jnp.where(p.prior_prec > 2, jnp.nan, -p.prior_prec),
+        prior_prec=jnp.array([1.0, 2.0, 3.0]),
+    )  # fmt: skip
+    assert int(partly.best) == 1
+    with pytest.raises(ValueError, match="key: expected a PRNG key"):
+        laplace.sample(post, 0, 2)

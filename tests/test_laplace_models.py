@@ -20,13 +20,11 @@ def _key(seed):
 
 def _fit(name, apply_fn, params, x, y, *, prior_prec=1.0):
     lik = losses.categorical()
-    options = {"input_shape": x.shape[1:]} if name == "kfac" else {}
     factory = {"kfac": curvature.kfac, "diagonal": curvature.diagonal}[name]
-    curv = factory(apply_fn, lik, fisher=curvature.mc_fisher(num_samples=1), **options)
+    curv = factory(apply_fn, lik, fisher=curvature.mc_fisher(num_samples=1))
     post = laplace.fit(
-        curv, params, data.Batches(x, y, 128), apply_fn=apply_fn, likelihood=lik,
-        key=_key(1), prior_prec=prior_prec, progress=False,
-    )  # fmt: skip
+        curv, params, data.Batches(x, y, 128), key=_key(1), prior_prec=prior_prec, progress=False
+    )
     assert int(post.state.num_data) == len(x)
     return post
 

@@ -69,18 +69,16 @@ def problem(kind="mlp", n=24, train_steps=150):
     return apply_fn, params, np.asarray(x), np.asarray(y)
 
 
-def structure_factory(name, x_shape):
+def structure_factory(name):
     """Curvature factories by test-case name."""
-    input_shape = tuple(x_shape[1:])
-    kron = lambda prior: functools.partial(
-        curvature.kfac, input_shape=input_shape, input_dtype=jnp.float64, prior=prior
-    )
     return {
         "dense": curvature.dense,
         "diagonal": curvature.diagonal,
-        "kfac": kron("eigen"),
-        "kfac_per_factor": kron("per_factor"),
-        "efb": functools.partial(curvature.efb, input_shape=input_shape, input_dtype=jnp.float64),
+        "kfac": curvature.kfac,
+        "kfac_per_factor": functools.partial(
+            curvature.kfac, prior=curvature.kron.per_factor_prior()
+        ),
+        "efb": curvature.efb,
     }[name]
 
 
@@ -105,12 +103,9 @@ def fit(
         curv,
         params,
         Batches(x, y, batch),
-        apply_fn=apply_fn,
-        likelihood=lik,
         key=key(3),
         prior_prec=prior_prec,
         scale=scale,
-        subset=subset,
         progress=False,
     )
 
@@ -121,7 +116,7 @@ def posterior(name, kind="mlp", last_layer=False, prior_prec=0.5):
     :func:`problem` ``kind``, over all parameters or the last layer."""
     apply_fn, params, x, y = problem(kind)
     subset = subsets.last_layer(apply_fn, params, x[:1]) if last_layer else None
-    factory = structure_factory(name, x.shape)
+    factory = structure_factory(name)
     post = fit(factory, apply_fn, params, x, y, subset=subset, prior_prec=prior_prec, scale=1.5)
     return post, x
 

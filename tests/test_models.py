@@ -36,7 +36,7 @@ def test_input_size_mismatch_is_a_value_error():
 def test_mc_dropout_masks_depend_on_key_only():
     model = models.MLP((32, 32), 3, dropout_rate=0.5)
     variables = models.init(model, jax.random.key(0), (4,))
-    drop = models.make_dropout_apply_fn(model, variables)
+    drop = models.make_per_example_dropout_apply_fn(model, variables)
     x = jnp.ones((2, 4))
     a, b = (
         drop(variables["params"], x, jax.random.key(1)),

@@ -36,3 +36,27 @@ def test_laplace_in_five_lines_runs():
     assert namespace["log_probs"].shape == (30, len(ds.x_test), ds.num_classes)
     assert jax.tree.leaves(namespace["thetas"])[0].shape[0] == 30
     assert float(namespace["post"].prior_prec) > 0
+
+
+def test_writing_a_curvature_approximation_runs_and_conforms():
+    """The README's new structure passes the conformance kit and fits with ``laplace.fit``."""
+    import numpy as np
+
+    from bnn_jax import testing
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Writing a curvature approximation", 1)[1].split("\n## ", 1)[0]
+    assert len(section.strip().splitlines()) < 40
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    namespace = {"curvature": curvature, "jnp": jnp, "testing": testing, "models": models}
+    namespace |= {"np": np, "key": jax.random.key(0)}
+    exec(block, namespace)
+    assert namespace["report"].ok and "layer_precisions" in str(namespace["report"])
+    model = models.MLP((5,), 3)
+    x, y = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32), np.arange(12) % 3
+    params = models.init(model, jax.random.key(1), (4,))["params"]
+    apply_fn = models.make_apply_fn(model, {"params": params})
+    curv = namespace["my_kfac"](apply_fn, losses.categorical(), fisher=curvature.mc_fisher())
+    post = laplace.fit(curv, params, data.Batches(x, y, 4), key=jax.random.key(2), prior_prec=1.0)
+    assert predictive.glm_probit_log_probs(post, x).shape == (12, 3)
+    assert predictive.local_log_probs(post, x, key=jax.random.key(3), num_samples=2).shape[0] == 2

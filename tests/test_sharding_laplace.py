@@ -21,15 +21,15 @@ SCRIPT = textwrap.dedent(
     x = jax.random.uniform(jax.random.key(1), (32, 8, 8, 1))
     y = jax.random.randint(jax.random.key(2), (32,), 0, 3)
     lik = losses.categorical()
-    curv = curvature.kfac(apply_fn, lik, fisher=curvature.mc_fisher(), input_shape=(8, 8, 1))
+    curv = curvature.kfac(apply_fn, lik, fisher=curvature.mc_fisher())
 
     mesh = Mesh(np.array(jax.devices()), ("batch",))
     shard = lambda a: jax.device_put(a, NamedSharding(mesh, P("batch")))
     replicate = lambda t: jax.device_put(t, NamedSharding(mesh, P()))
 
     def posterior(batches, params):
-        return laplace.fit(curv, params, batches, apply_fn=apply_fn, likelihood=lik,
-                           key=jax.random.key(3), prior_prec=1.0, progress=False)
+        return laplace.fit(curv, params, batches, key=jax.random.key(3), prior_prec=1.0,
+                           progress=False)
 
     single = posterior([Batch(x[:16], y[:16]), Batch(x[16:], y[16:])], params)
     sharded_batches = [Batch(shard(x[:16]), shard(y[:16])), Batch(shard(x[16:]), shard(y[16:]))]

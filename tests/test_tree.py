@@ -36,8 +36,7 @@ def test_normal_like_leaves_independent_and_deterministic():
 
 def test_arithmetic():
     t = _example()
-    np.testing.assert_allclose(tree.tree_sub(tree.tree_add(t, t), t)["a"], t["a"])
-    np.testing.assert_allclose(tree.tree_scale(2.0, t)["b"]["c"], 2 * t["b"]["c"])
+    np.testing.assert_allclose(tree.tree_add(t, t)["a"], 2 * t["a"])
     assert float(tree.tree_dot(tree.tree_zeros_like(t), t)) == 0.0
 
 
@@ -60,7 +59,6 @@ def test_standard_normals_shapes_moments_and_independence():
 @pytest.mark.parametrize(
     "draw",
     [
-        lambda k: tree.split_key_like(k, _example()),
         lambda k: tree.normal_like(k, _example()),
         lambda k: tree.standard_normals(k, [(2,), (3, 1)], jnp.float32),
         lambda k: landscape.random_direction(k, _example()),

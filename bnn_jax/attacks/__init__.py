@@ -10,7 +10,7 @@
   starts per norm.
 
 Example:
-  >>> logits_fn = dropout.make_logits_fn(model, variables)       # (key, x) -> logits
+  >>> logits_fn = dropout.make_mask_logits_fn(model, variables)       # (key, x) -> logits
   >>> f = attacks.mc_log_prob_fn(logits_fn, jax.random.split(key, 50))
   >>> x_adv = attacks.bim(f, x, eps=0.3, eps_iter=0.1, steps=10, norm="l2")
 """

@@ -35,7 +35,7 @@ def mc_log_prob_fn(
 
     Example:
       >>> keys = jax.random.split(jax.random.key(0), 50)                 # 50 dropout masks
-      >>> f = mc_log_prob_fn(dropout.make_logits_fn(model, variables), keys)
+      >>> f = mc_log_prob_fn(dropout.make_mask_logits_fn(model, variables), keys)
       >>> x_adv = bim(f, x, eps=0.3, eps_iter=0.1, steps=10, norm="l2")
     """
 

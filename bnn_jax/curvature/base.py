@@ -1,16 +1,17 @@
 """The ``Curvature`` interface shared by every structure, and its input checks.
 
 A curvature approximation ``C`` of the GGN/Fisher of the negative log-likelihood, summed over
-the examples seen, is a NamedTuple of pure functions over an array state (optax style).
-With ``scale = s`` (the post's ``N``, relative to the number of examples seen) and
-``prior_prec = tau``, the posterior precision is ``s C + tau I`` (Kronecker structures also
-offer the post's per-factor form, see ``kfac``). ``scale`` and ``prior_prec`` are traced
-arguments: everything expensive happens in ``update``/``finalize``, so grids and gradients over
-them are cheap and ``jax.vmap`` over a grid of ``prior_prec`` works.
+the examples seen, is a NamedTuple of pure functions over an array state (optax style), plus
+what it was built for (``apply_fn``, ``likelihood``, ``subset``: static, so ``laplace.fit``
+takes nothing twice). With ``scale = s`` (the post's ``N``, relative to the number of examples
+seen) and ``prior_prec = tau``, the posterior precision is ``s C + tau I`` (Kronecker
+structures also offer the post's per-factor form, see ``kron``). ``scale`` and ``prior_prec``
+are traced arguments: everything expensive happens in ``update``/``finalize``, so grids and
+gradients over them are cheap and ``jax.vmap`` over a grid of ``prior_prec`` works.
 
 The fitting protocol (``laplace.fit`` runs it):
 
-  >>> state = curv.init(params)
+  >>> state = curv.init(params, first_batch.x)   # shapes and dtype of the inputs only
   >>> for p in range(curv.num_passes):
   ...     for step, batch in enumerate(batches):            # the same data on every pass
   ...         state = curv.update(state, params, batch, jax.random.fold_in(key, step))
@@ -22,12 +23,14 @@ that use the mean ``F = C / num_data`` with a multiplier ``N`` (laplace-torch, t
 ``N F = scale C`` for ``scale = N / num_data``; ``scale = 1`` with ``prior_prec`` equal to the
 weight decay's Gaussian prior precision is the textbook Laplace approximation.
 
-Where inputs are checked: factories check their static options; ``update`` checks the batch
-shapes at trace time and, when the values are concrete (un-jitted call), labels out of range
-and non-finite targets; ``precision_mvp``/``solve``/``sample``/``log_det`` check ``scale > 0``
-and ``prior_prec >= 0`` when these are concrete; ``finalize`` (when run outside ``jit``) and
-``check_finite`` raise ``ValueError`` for non-finite curvature. Traced values are not checked:
-validate them at your own public boundary (``laplace.fit`` does).
+Where inputs are checked (``with_checks`` adds these to any structure): ``update`` checks the
+batch shapes at trace time and, when the values are concrete (un-jitted call), labels out of
+range and non-finite targets; ``precision_mvp`` checks ``scale > 0`` and ``prior_prec >= 0``
+and ``solve``/``sample``/``log_det`` check ``scale > 0`` and ``prior_prec > 0`` when these are
+concrete (the inverse of ``s C`` alone does not exist: directions the data do not constrain,
+such as blank pixels, would have infinite variance); ``finalize`` (when run outside ``jit``)
+and ``check_finite`` raise ``ValueError`` for non-finite curvature. Traced values are not
+checked: validate them at your own public boundary (``laplace`` does).
 """
 
 from collections.abc import Callable
@@ -36,9 +39,12 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from bnn_jax.types import Batch, Key, Params
+from bnn_jax import checks
+from bnn_jax.curvature.subset import Subset
+from bnn_jax.losses import Likelihood
+from bnn_jax.types import ApplyFn, Batch, Key, Params
 
-__all__ = ["Curvature", "check_finite", "check_hyperparameters", "with_checks"]
+__all__ = ["Curvature", "check_finite", "check_hyperparameters", "example_inputs", "with_checks"]
 
 State = Any
 
@@ -47,7 +53,9 @@ class Curvature(NamedTuple):
     """A curvature approximation as pure functions (see the module docstring).
 
     Attributes:
-      init: ``params -> state``: zero accumulators for the selected parameters.
+      init: ``(params, x) -> state``: zero accumulators for the selected parameters; ``x`` is
+        an example batch of inputs (an array or ``jax.ShapeDtypeStruct``; only its shape and
+        dtype matter), from which layer-wise structures find the Dense/Conv layers.
       update: ``(state, params, batch, key) -> state``: add this batch's sum over examples
         (``key`` draws the MC Fisher's targets; unused by other Fisher types).
       finalize: ``state -> state``: eigendecompositions etc., once after each pass.
@@ -56,14 +64,23 @@ class Curvature(NamedTuple):
       sample: ``(state, key, scale, prior_prec) -> z ~ N(0, (scale C + prior_prec I)^{-1})``.
       log_det: ``(state, scale, prior_prec) -> log det(scale C + prior_prec I)``.
       to_dense: ``state -> C`` as a ``[P, P]`` matrix in ``tree.ravel`` order of ``v``.
+      apply_fn: ``apply_fn(params, x) -> outputs``, the model it was built for (static).
+      likelihood: the likelihood it was built for (``bnn_jax.losses``; static).
+      subset: the parameters it covers (``curvature.subset``; static).
       num_passes: how many passes over the data the fit must make.
+      layer_precisions: optional capability, ``None`` when the structure cannot provide it:
+        ``(state, scale, prior_prec) -> layerwise.LayerPrecisions``, the precision of every
+        Dense/Conv block as ``Q diag(D) Q^T`` in a Kronecker eigenbasis ``Q = Q_A ⊗ Q_G``
+        (or the identity) and a diagonal precision for every other leaf. The linearised and
+        local-reparameterisation predictives use it instead of per-input Jacobians.
 
     ``params`` are the full model parameters; ``v`` and ``z`` are pytrees of the selected
-    parameters (``subset.select(params)``). For ``prior="per_factor"`` Kronecker structures,
-    "``scale C + prior_prec I``" stands for their per-factor precision.
+    parameters (``subset.select(params)``). For Kronecker structures with
+    ``kron.per_factor_prior()``, "``scale C + prior_prec I``" stands for their per-factor
+    precision.
     """
 
-    init: Callable[[Params], State]
+    init: Callable[[Params, Any], State]
     update: Callable[[State, Params, Batch, Key], State]
     finalize: Callable[[State], State]
     precision_mvp: Callable[[State, Params, Any, Any], Params]
@@ -71,24 +88,37 @@ class Curvature(NamedTuple):
     sample: Callable[[State, Key, Any, Any], Params]
     log_det: Callable[[State, Any, Any], jax.Array]
     to_dense: Callable[[State], jax.Array]
+    apply_fn: ApplyFn
+    likelihood: Likelihood
+    subset: Subset
     num_passes: int = 1
+    layer_precisions: Callable[[State, Any, Any], Any] | None = None
 
 
-def _concrete(value: Any) -> np.ndarray | None:
-    if isinstance(value, jax.core.Tracer):
-        return None
-    return np.asarray(value)
+def _values(name: str, value: Any) -> list[np.ndarray]:
+    leaves = jax.tree.leaves(value)
+    if not leaves:
+        raise ValueError(f"{name}: expected a number or a pytree of numbers, got {value!r}")
+    return [v for v in (checks.concrete(leaf) for leaf in leaves) if v is not None]
 
 
-def check_hyperparameters(scale: Any, prior_prec: Any) -> None:
-    """Raise ``ValueError`` unless ``scale > 0`` and ``prior_prec >= 0`` (finite); traced
-    values are not checked."""
-    s = _concrete(scale)
-    if s is not None and not (np.all(np.isfinite(s)) and np.all(s > 0)):
-        raise ValueError(f"scale: expected a finite value > 0, got {s}")
-    t = _concrete(prior_prec)
-    if t is not None and not (np.all(np.isfinite(t)) and np.all(t >= 0)):
-        raise ValueError(f"prior_prec: expected a finite value >= 0, got {t}")
+def check_hyperparameters(scale: Any, prior_prec: Any, *, invertible: bool = True) -> None:
+    """Raise ``ValueError`` unless ``scale > 0`` and ``prior_prec > 0`` (``>= 0`` when
+    ``invertible`` is false: a precision-vector product needs no inverse), all finite;
+    ``prior_prec`` may be a pytree (every leaf is checked). Traced values are not checked."""
+    for s in _values("scale", scale):
+        if not (np.all(np.isfinite(s)) and np.all(s > 0)):
+            raise ValueError(f"scale: expected a finite value > 0, got {s}")
+    bound = "> 0" if invertible else ">= 0"
+    for t in _values("prior_prec", prior_prec):
+        if not np.all(np.isfinite(t)) or not np.all(t > 0 if invertible else t >= 0):
+            reason = (
+                ": directions the data do not constrain (zero curvature, e.g. blank pixels) "
+                "would have infinite variance"
+                if invertible and np.all(t >= 0)
+                else ""
+            )
+            raise ValueError(f"prior_prec: expected a finite value {bound}, got {t}{reason}")
 
 
 def check_finite(state: State) -> None:
@@ -96,7 +126,7 @@ def check_finite(state: State) -> None:
     outside ``jit`` after each pass; ``finalize`` does so when it runs un-jitted)."""
     flat, _ = jax.tree_util.tree_flatten_with_path(state)
     for path, leaf in flat:
-        value = _concrete(leaf)
+        value = checks.concrete(leaf)
         if value is None or not np.issubdtype(value.dtype, np.floating):
             continue
         if not np.all(np.isfinite(value)):
@@ -106,10 +136,24 @@ def check_finite(state: State) -> None:
             )
 
 
+def example_inputs(x: Any) -> jax.ShapeDtypeStruct:
+    """``jax.ShapeDtypeStruct`` of one example of the batch ``x`` (shape ``[1, ...]``): what
+    ``init`` learns from the first batch (hashable, so it can be a static argument)."""
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) < 1:
+        raise ValueError(f"x: expected an example batch of inputs [batch, ...], got {x!r}")
+    return jax.ShapeDtypeStruct((1, *shape[1:]), x.dtype)
+
+
 def with_checks(curvature: Curvature) -> Curvature:
     """Wrap a curvature's functions with the checks described in the module docstring, and
     compile ``init`` (it only traces shapes and allocates zeros; run op by op, every new
-    shape would cost a separate compilation)."""
+    shape would cost a separate compilation). ``init`` sees ``x`` as a one-example
+    ``jax.ShapeDtypeStruct`` (``example_inputs``)."""
+    jitted_init = jax.jit(curvature.init, static_argnums=1)
+
+    def init(params, x):
+        return jitted_init(params, example_inputs(x))
 
     def finalize(state):
         state = curvature.finalize(state)
@@ -117,7 +161,7 @@ def with_checks(curvature: Curvature) -> Curvature:
         return state
 
     def precision_mvp(state, v, scale, prior_prec):
-        check_hyperparameters(scale, prior_prec)
+        check_hyperparameters(scale, prior_prec, invertible=False)
         return curvature.precision_mvp(state, v, scale, prior_prec)
 
     def solve(state, v, scale, prior_prec):
@@ -125,6 +169,7 @@ def with_checks(curvature: Curvature) -> Curvature:
         return curvature.solve(state, v, scale, prior_prec)
 
     def sample(state, key, scale, prior_prec):
+        checks.key("key", key)
         check_hyperparameters(scale, prior_prec)
         return curvature.sample(state, key, scale, prior_prec)
 
@@ -133,7 +178,7 @@ def with_checks(curvature: Curvature) -> Curvature:
         return curvature.log_det(state, scale, prior_prec)
 
     return curvature._replace(
-        init=jax.jit(curvature.init),
+        init=init,
         finalize=finalize,
         precision_mvp=precision_mvp,
         solve=solve,

@@ -8,7 +8,9 @@ a diagonal block. Memory is ``O(sum of (rows cols)^2)``: meant for small layers 
 
 ``finalize`` stores each block's eigendecomposition ``B = V diag(lam) V^T`` (eigenvalues
 clamped at 0); the precision is ``scale B + tau I`` per block and ``scale d + tau`` for the
-other parameters.
+other parameters. Only ``update`` and ``finalize`` are its own: the operations come from the
+``layerwise`` skeleton with a dense eigenbasis ``V`` per block. (It does not declare the
+``layer_precisions`` capability: ``V`` is not a Kronecker basis.)
 """
 
 from typing import NamedTuple
@@ -16,9 +18,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bnn_jax.curvature import blocks, per_example
+from bnn_jax import checks, chunking
+from bnn_jax.curvature import blocks, layerwise
 from bnn_jax.curvature.base import Curvature, with_checks
-from bnn_jax.curvature.blocks import Structure
+from bnn_jax.curvature.blocks import BiasLayout, Structure
 from bnn_jax.curvature.fisher import Fisher
 from bnn_jax.curvature.subset import Subset, everything
 from bnn_jax.losses import Likelihood
@@ -40,6 +43,18 @@ class BlockDiagonalState(NamedTuple):
     structure: Structure
 
 
+class DenseBasis(NamedTuple):
+    """Eigenvectors ``V [n, n]`` of a block (``n = rows cols``), acting on ``[rows, cols]``."""
+
+    vectors: jax.Array
+
+    def rotate(self, v: jax.Array) -> jax.Array:
+        return self.vectors.T @ v.ravel()
+
+    def unrotate(self, w: jax.Array) -> jax.Array:
+        return self.vectors @ w
+
+
 def _block_sum(a: jax.Array, b: jax.Array, chunk_size: int | None) -> jax.Array:
     size = a.shape[-1] * b.shape[-1]
     b = jnp.moveaxis(b, 0, -1)  # [B, T, cols, M]: chunks split examples
@@ -48,7 +63,7 @@ def _block_sum(a: jax.Array, b: jax.Array, chunk_size: int | None) -> jax.Array:
         g = blocks.per_example_grads(a_c, jnp.moveaxis(b_c, -1, 0)).reshape(-1, size)
         return g.T @ g
 
-    return per_example.chunked_sum(chunk, a, b, chunk_size=chunk_size)
+    return chunking.sum_batches(chunk, a, b, chunk_size=chunk_size)
 
 
 def block_diagonal(
@@ -56,42 +71,40 @@ def block_diagonal(
     likelihood: Likelihood,
     *,
     fisher: Fisher,
-    input_shape: tuple[int, ...],
-    input_dtype=jnp.float32,
     subset: Subset | None = None,
+    bias: BiasLayout = blocks.homogeneous_bias(),
     chunk_size: int | None = 32,
 ) -> Curvature:
     """Dense per-layer blocks over the selected parameters.
 
     Args:
-      apply_fn: ``apply_fn(params, x) -> outputs [B, K]`` of a flax.linen model.
+      apply_fn: ``apply_fn(params, x) -> outputs [B, K]`` of a flax model; the Dense/Conv
+        layers are found by ``init`` on the first batch's inputs.
       likelihood: from ``bnn_jax.losses``.
       fisher: a Fisher type.
-      input_shape: shape of one example, to find the Dense/Conv layers in ``init``.
-      input_dtype: dtype of the inputs for that trace.
       subset: parameters to cover (default: all).
-      chunk_size: examples per chunk of per-example gradients.
+      bias: ``blocks.homogeneous_bias()`` (default: kernel and bias in one block) or
+        ``blocks.separate_bias()``.
+      chunk_size: examples per chunk of per-example gradients (``None``: the whole batch).
 
     Example:
-      >>> curv = block_diagonal(apply_fn, losses.categorical(), fisher=exact_fisher(),
-      ...                       input_shape=(2,))
+      >>> curv = block_diagonal(apply_fn, losses.categorical(), fisher=exact_fisher())
     """
-    per_example.check_chunk_size(chunk_size)
-    input_shape = blocks.check_input_shape(input_shape)
+    bias = blocks.bias_layout(bias)
+    checks.chunk_size("chunk_size", chunk_size)
     subset = everything() if subset is None else subset
 
-    def init(params):
-        x = jax.ShapeDtypeStruct((1, *input_shape), input_dtype)
-        structure = blocks.build_structure(apply_fn, params, subset, x)
-        blocks.require_blocks(structure, "block_diagonal")
+    def init(params, x):
+        structure = layerwise.find_structure(
+            apply_fn, params, subset, x, bias=bias, name="block_diagonal"
+        )
         dtype = structure.layout.dtype
         sizes = [b.rows * b.cols for b in structure.blocks]
-        shapes = dict(zip(structure.layout.paths, structure.layout.shapes, strict=True))
         return BlockDiagonalState(
             matrices=tuple(jnp.zeros((n, n), dtype) for n in sizes),
             eigenvalues=tuple(jnp.zeros((n,), dtype) for n in sizes),
             eigenvectors=tuple(jnp.zeros((n, n), dtype) for n in sizes),
-            others=tuple(jnp.zeros(shapes[p], dtype) for p in structure.other_paths),
+            others=layerwise.zero_others(structure),
             num_data=jnp.zeros((), jnp.int32),
             structure=structure,
         )
@@ -104,10 +117,10 @@ def block_diagonal(
             m + _block_sum(a, b, chunk_size).astype(m.dtype)
             for m, a, b in zip(state.matrices, stats.inputs, stats.output_grads, strict=True)
         )
-        deltas = blocks.other_diagonals(
-            apply_fn, state.structure, params, batch.x, stats.factors, chunk_size=chunk_size
-        )
-        others = tuple(o + d.astype(o.dtype) for o, d in zip(state.others, deltas, strict=True))
+        others = layerwise.add_others(
+            apply_fn, state.structure, state.others, params, batch.x, stats.factors,
+            chunk_size=chunk_size,
+        )  # fmt: skip
         return state._replace(
             matrices=matrices, others=others, num_data=state.num_data + batch.x.shape[0]
         )
@@ -119,57 +132,21 @@ def block_diagonal(
             eigenvectors=tuple(q for _, q in pairs),
         )
 
-    def _flat_blocks(state, v):
-        mats, others = blocks.to_blocks(state.structure, v)
-        return [m.ravel() for m in mats], others
+    def precisions(state, scale, prior_prec):
+        taus, other_taus = layerwise.prior_parts(state.structure, prior_prec)
+        d = tuple(scale * w + t for w, t in zip(state.eigenvalues, taus, strict=True))
+        bases = tuple(DenseBasis(q) for q in state.eigenvectors)
+        others = layerwise.other_precisions(state.others, scale, other_taus)
+        return layerwise.LayerPrecisions(state.structure, bases, d, others)
 
-    def _unflat(state, flat, others):
-        mats = [
-            f.reshape(b.rows, b.cols) for f, b in zip(flat, state.structure.blocks, strict=True)
-        ]
-        return blocks.from_blocks(state.structure, mats, others)
-
-    def _other_precisions(state, scale, prior_prec):
-        return [scale * d + prior_prec for d in state.others]
-
-    def precision_mvp(state, v, scale, prior_prec):
-        flat, others = _flat_blocks(state, v)
-        out = [scale * (m @ f) + prior_prec * f for m, f in zip(state.matrices, flat, strict=True)]
-        prec = _other_precisions(state, scale, prior_prec)
-        return _unflat(state, out, [p * o for p, o in zip(prec, others, strict=True)])
-
-    def solve(state, v, scale, prior_prec):
-        flat, others = _flat_blocks(state, v)
-        out = [
-            q @ ((q.T @ f) / (scale * w + prior_prec))
-            for q, w, f in zip(state.eigenvectors, state.eigenvalues, flat, strict=True)
-        ]
-        prec = _other_precisions(state, scale, prior_prec)
-        return _unflat(state, out, [o / p for p, o in zip(prec, others, strict=True)])
-
-    def sample(state, key, scale, prior_prec):
-        prec = _other_precisions(state, scale, prior_prec)
-        keys = jax.random.split(key, len(state.eigenvalues) + len(prec))
-        out = [
-            q @ (jax.random.normal(k, w.shape, w.dtype) * jax.lax.rsqrt(scale * w + prior_prec))
-            for q, w, k in zip(
-                state.eigenvectors, state.eigenvalues, keys[: len(state.eigenvalues)], strict=True
-            )
-        ]
-        others = [
-            jax.random.normal(k, p.shape, p.dtype) * jax.lax.rsqrt(p)
-            for k, p in zip(keys[len(out) :], prec, strict=True)
-        ]
-        return _unflat(state, out, others)
-
-    def log_det(state, scale, prior_prec):
-        terms = [jnp.sum(jnp.log(scale * w + prior_prec)) for w in state.eigenvalues]
-        terms += [jnp.sum(jnp.log(p)) for p in _other_precisions(state, scale, prior_prec)]
-        return sum(terms)
+    precision_mvp, solve, sample, log_det = layerwise.operations(precisions)
 
     def to_dense(state):
         return blocks.assemble_dense(state.structure, state.matrices, state.others)
 
     return with_checks(
-        Curvature(init, update, finalize, precision_mvp, solve, sample, log_det, to_dense)
-    )
+        Curvature(
+            init, update, finalize, precision_mvp, solve, sample, log_det, to_dense,
+            apply_fn, likelihood, subset,
+        )
+    )  # fmt: skip

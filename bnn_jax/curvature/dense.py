@@ -12,6 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from bnn_jax import checks, chunking, tree
 from bnn_jax.curvature import per_example
 from bnn_jax.curvature.base import Curvature, with_checks
 from bnn_jax.curvature.fisher import Fisher, batch_factors
@@ -56,10 +57,11 @@ def dense(
       >>> curv = dense(apply_fn, losses.categorical(), fisher=exact_fisher(),
       ...              subset=subset.last_layer(apply_fn, params, x[:1]))
     """
-    per_example.check_chunk_size(chunk_size)
+    checks.chunk_size("chunk_size", chunk_size)
     subset = everything() if subset is None else subset
 
-    def init(params):
+    def init(params, x):
+        del x  # no layer structure needed
         layout = Layout.of(subset.select(params))
         p, dtype = layout.size, layout.dtype
         return DenseState(
@@ -78,7 +80,7 @@ def dense(
             flat = state.layout.ravel(grads, batch_dims=2).reshape(-1, state.layout.size)
             return flat.T @ flat
 
-        delta = per_example.chunked_sum(contribution, batch.x, factors, chunk_size=chunk_size)
+        delta = chunking.sum_batches(contribution, batch.x, factors, chunk_size=chunk_size)
         return state._replace(
             matrix=state.matrix + delta.astype(state.matrix.dtype),
             num_data=state.num_data + batch.x.shape[0],
@@ -101,7 +103,7 @@ def dense(
         return state.layout.unravel(vecs @ ((vecs.T @ flat) / _diag(state, scale, prior_prec)))
 
     def sample(state, key, scale, prior_prec):
-        eps = jax.random.normal(key, state.eigenvalues.shape, state.eigenvalues.dtype)
+        (eps,) = tree.standard_normals(key, [state.eigenvalues.shape], state.eigenvalues.dtype)
         z = state.eigenvectors @ (eps * jax.lax.rsqrt(_diag(state, scale, prior_prec)))
         return state.layout.unravel(z)
 
@@ -112,5 +114,8 @@ def dense(
         return state.matrix
 
     return with_checks(
-        Curvature(init, update, finalize, precision_mvp, solve, sample, log_det, to_dense)
-    )
+        Curvature(
+            init, update, finalize, precision_mvp, solve, sample, log_det, to_dense,
+            apply_fn, likelihood, subset,
+        )
+    )  # fmt: skip

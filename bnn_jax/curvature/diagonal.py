@@ -9,7 +9,8 @@ examples. Other parameters (norm scales, embeddings) use chunked per-example gra
 Memory never holds ``batch x parameters`` at once when ``chunk_size`` is set.
 
 With ``p = scale d + prior_prec``: ``solve(v) = v / p``, ``sample = eps / sqrt(p)``,
-``log_det = sum log p``.
+``log_det = sum log p``. Declares the ``layer_precisions`` capability (identity bases), so the
+linearised predictive and local reparameterisation work per layer.
 """
 
 from typing import NamedTuple
@@ -17,9 +18,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bnn_jax import tree
-from bnn_jax.curvature import blocks, per_example
+from bnn_jax import checks, tree
+from bnn_jax.curvature import blocks, layerwise
 from bnn_jax.curvature.base import Curvature, with_checks
+from bnn_jax.curvature.blocks import Structure
 from bnn_jax.curvature.fisher import Fisher
 from bnn_jax.curvature.layout import Layout
 from bnn_jax.curvature.subset import Subset, everything
@@ -30,10 +32,12 @@ __all__ = ["DiagonalState", "diagonal"]
 
 
 class DiagonalState(NamedTuple):
-    """``diagonal``: ``diag(C)`` shaped like the selected parameters; ``num_data``."""
+    """``diagonal``: ``diag(C)`` shaped like the selected parameters; ``num_data``;
+    ``structure``: the Dense/Conv blocks and other leaves (static)."""
 
     diagonal: object
     num_data: jax.Array
+    structure: Structure
 
 
 def diagonal(
@@ -57,15 +61,16 @@ def diagonal(
     Example:
       >>> curv = diagonal(apply_fn, losses.categorical(), fisher=mc_fisher(num_samples=1))
     """
-    per_example.check_chunk_size(chunk_size)
+    checks.chunk_size("chunk_size", chunk_size)
     subset = everything() if subset is None else subset
 
-    def init(params):
+    def init(params, x):
+        structure = blocks.build_structure(apply_fn, params, subset, x)
         selected = subset.select(params)
-        return DiagonalState(tree.tree_zeros_like(selected), jnp.zeros((), jnp.int32))
+        return DiagonalState(tree.tree_zeros_like(selected), jnp.zeros((), jnp.int32), structure)
 
     def update(state, params, batch, key):
-        structure = blocks.build_structure(apply_fn, params, subset, batch.x)
+        structure = state.structure
         stats = blocks.batch_statistics(apply_fn, likelihood, fisher, structure, params, batch, key)
         mats = [
             blocks.block_diagonal_sum(a, b, chunk_size=chunk_size)
@@ -75,8 +80,9 @@ def diagonal(
             apply_fn, structure, params, batch.x, stats.factors, chunk_size=chunk_size
         )
         delta = blocks.from_blocks(structure, mats, others)
-        return DiagonalState(
-            tree.tree_add(state.diagonal, delta), state.num_data + batch.x.shape[0]
+        return state._replace(
+            diagonal=tree.tree_add(state.diagonal, delta),
+            num_data=state.num_data + batch.x.shape[0],
         )
 
     def finalize(state):
@@ -104,9 +110,17 @@ def diagonal(
         logs = jax.tree.map(lambda p: jnp.sum(jnp.log(p)), _precision(state, scale, prior_prec))
         return sum(jax.tree.leaves(logs))
 
+    def layer_precisions(state, scale, prior_prec):
+        mats, others = blocks.to_blocks(state.structure, _precision(state, scale, prior_prec))
+        bases = (None,) * len(mats)
+        return layerwise.LayerPrecisions(state.structure, bases, tuple(mats), tuple(others))
+
     def to_dense(state):
         return jnp.diag(Layout.of(state.diagonal).ravel(state.diagonal))
 
     return with_checks(
-        Curvature(init, update, finalize, precision_mvp, solve, sample, log_det, to_dense)
-    )
+        Curvature(
+            init, update, finalize, precision_mvp, solve, sample, log_det, to_dense,
+            apply_fn, likelihood, subset, layer_precisions=layer_precisions,
+        )
+    )  # fmt: skip

@@ -11,11 +11,12 @@ Two passes over the same data (``num_passes = 2``):
    layers form per-example gradients of the projected patches in chunks.
 
 The block curvature is ``Q diag(S) Q^T``. Precision eigenvalues in the basis ``Q`` by the
-factory's ``prior``: ``"eigen"``: ``scale S + tau``; ``"per_factor"``: ``scale S +
-sqrt(scale tau) (lam_A ⊕ lam_G) + tau``, i.e. ``scale C + sqrt(scale tau) (A ⊕ G) + tau I``
-with ``A ⊕ G = A ⊗ I + I ⊗ G``, the cross term of the post's per-factor damping of KFAC (it
-equals KFAC's per-factor precision when ``S = lam_A lam_G^T``). Other parameters: ``scale d +
-tau``. ``update`` with only one pass leaves ``S = 0``: run both passes.
+factory's ``prior`` (``kron``): ``kron.eigen_prior()``: ``scale S + tau``;
+``kron.per_factor_prior()``: ``scale S + sqrt(scale tau) (lam_A ⊕ lam_G) + tau``, i.e.
+``scale C + sqrt(scale tau) (A ⊕ G) + tau I`` with ``A ⊕ G = A ⊗ I + I ⊗ G``, the cross term
+of the post's per-factor damping of KFAC (it equals KFAC's per-factor precision when ``S =
+lam_A lam_G^T``). Other parameters: ``scale d + tau``. ``update`` with only one pass leaves
+``S = 0``: run both passes. Declares the ``layer_precisions`` capability, like ``kfac``.
 """
 
 from typing import NamedTuple
@@ -23,11 +24,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bnn_jax.curvature import blocks, kron, per_example
+from bnn_jax import checks
+from bnn_jax.curvature import blocks, kron, layerwise
 from bnn_jax.curvature.base import Curvature, with_checks
-from bnn_jax.curvature.blocks import Structure
+from bnn_jax.curvature.blocks import BiasLayout, Structure
 from bnn_jax.curvature.fisher import Fisher
-from bnn_jax.curvature.kfac import blockwise_ops, kron_accumulate, kron_init
+from bnn_jax.curvature.kfac import accumulate, init_state
 from bnn_jax.curvature.subset import Subset, everything
 from bnn_jax.losses import Likelihood
 from bnn_jax.types import ApplyFn
@@ -52,10 +54,9 @@ def efb(
     likelihood: Likelihood,
     *,
     fisher: Fisher,
-    input_shape: tuple[int, ...],
-    input_dtype=jnp.float32,
     subset: Subset | None = None,
-    prior: str = "eigen",
+    prior: kron.KronPrior = kron.eigen_prior(),
+    bias: BiasLayout = blocks.homogeneous_bias(),
     chunk_size: int | None = 32,
 ) -> Curvature:
     """Eigenvalue-corrected KFAC over the selected parameters (two passes).
@@ -64,17 +65,16 @@ def efb(
     Conv layers in the second pass.
 
     Example:
-      >>> curv = efb(apply_fn, losses.categorical(), fisher=exact_fisher(), input_shape=(8, 8, 1))
+      >>> curv = efb(apply_fn, losses.categorical(), fisher=exact_fisher())
       >>> curv.num_passes
       2
     """
-    kron.check_prior(prior)
-    per_example.check_chunk_size(chunk_size)
-    input_shape = blocks.check_input_shape(input_shape)
+    prior, bias = kron.prior_of(prior), blocks.bias_layout(bias)
+    checks.chunk_size("chunk_size", chunk_size)
     subset = everything() if subset is None else subset
 
-    def init(params):
-        base = kron_init(apply_fn, subset, input_shape, input_dtype, params, "efb")
+    def init(params, x):
+        base = init_state(apply_fn, subset, bias, params, x, "efb")
         dtype = base.structure.layout.dtype
         corrected = tuple(jnp.zeros((b.rows, b.cols), dtype) for b in base.structure.blocks)
         return EfbState(
@@ -92,7 +92,7 @@ def efb(
         )
 
         def first_pass(st):
-            return kron_accumulate(apply_fn, st, params, batch, stats, chunk_size)
+            return accumulate(apply_fn, st, params, batch, stats, chunk_size)
 
         def second_pass(st):
             corrected = tuple(
@@ -115,28 +115,28 @@ def efb(
         state = jax.lax.cond(state.passes == 0, decompose, lambda st: st, state)
         return state._replace(passes=state.passes + 1)
 
-    def block_precisions(state, scale, prior_prec):
-        if prior == "eigen":
-            return [scale * s + prior_prec for s in state.corrected]
-        cross = jnp.sqrt(scale * prior_prec)
-        return [
-            scale * s + cross * (f.a_eigenvalues[:, None] + f.g_eigenvalues[None, :]) + prior_prec
-            for s, f in zip(state.corrected, state.factors, strict=True)
-        ]
+    def layer_precisions(state, scale, prior_prec):
+        taus, other_taus = layerwise.prior_parts(state.structure, prior_prec)
+        d = tuple(
+            prior.precision(s, f.a_eigenvalues, f.g_eigenvalues, scale, t)
+            for s, f, t in zip(state.corrected, state.factors, taus, strict=True)
+        )
+        bases = tuple(kron.basis(f) for f in state.factors)
+        others = layerwise.other_precisions(state.others, scale, other_taus)
+        return layerwise.LayerPrecisions(state.structure, bases, d, others)
 
-    def block_mvp(state, factor, precision, v, scale, prior_prec):
-        del state, scale, prior_prec
-        return kron.from_eigenbasis(factor, precision * kron.to_eigenbasis(factor, v))
-
-    precision_mvp, solve, sample, log_det = blockwise_ops(block_precisions, block_mvp)
+    precision_mvp, solve, sample, log_det = layerwise.operations(layer_precisions)
 
     def to_dense(state):
         mats = []
         for f, s in zip(state.factors, state.corrected, strict=True):
-            q = kron.eigenbasis(f)
+            q = kron.basis(f).dense()
             mats.append((q * s.ravel()) @ q.T)
         return blocks.assemble_dense(state.structure, mats, state.others)
 
     return with_checks(
-        Curvature(init, update, finalize, precision_mvp, solve, sample, log_det, to_dense, 2)
-    )
+        Curvature(
+            init, update, finalize, precision_mvp, solve, sample, log_det, to_dense,
+            apply_fn, likelihood, subset, 2, layer_precisions,
+        )
+    )  # fmt: skip

@@ -1,8 +1,8 @@
-"""Kronecker-factor accumulators and eigenbasis algebra shared by ``kfac`` and ``efb``.
+"""Kronecker factors of a layer block, their eigenbases, and the two ways to add the prior.
 
-For one layer block with inputs ``a_nt`` (``rows``, homogeneous coordinate included) and
-output gradients ``b_nmt`` (``cols``), summed over examples ``n``, positions ``t`` and
-factors ``m``:
+For one layer block (``blocks.Block``) with inputs ``a_nt`` (``rows``: the layer inputs, with
+a trailing 1 for a bias in the homogeneous layout) and output gradients ``b_nmt`` (``cols``),
+summed over examples ``n``, positions ``t`` and factors ``m``:
 
     a_sum = sum a a^T,   g_sum = sum b b^T,   positions = sum_n T_n,
     A = a_sum / sqrt(N),   G = sqrt(N) g_sum / positions,   C_block ≈ A ⊗ G
@@ -18,25 +18,40 @@ the post's ``(sqrt(N') Omega + sqrt(tau) I) ⊗ (sqrt(N') Gamma + sqrt(tau) I)``
 ``scale = N' / N``; it does not affect ``A ⊗ G``.
 
 Eigendecompositions ``A = Q_A diag(lam_A) Q_A^T`` and ``G = Q_G diag(lam_G) Q_G^T`` are stored
-after ``finalize`` with eigenvalues clamped at 0 (the factors are positive semi-definite;
+after ``decompose`` with eigenvalues clamped at 0 (the factors are positive semi-definite;
 negative values are rounding errors). A block vector ``V [rows, cols]`` lives in the
-eigenbasis as ``W = Q_A^T V Q_G``; a precision diagonal in that basis, ``D [rows, cols]``,
-gives ``solve: Q_A (W / D) Q_G^T``, ``sample: Q_A (Z / sqrt(D)) Q_G^T`` (matrix normal, never a
-dense ``[P, P]``) and ``log_det: sum log D``.
+eigenbasis ``Q = Q_A ⊗ Q_G`` as ``W = Q_A^T V Q_G`` (``KronBasis.rotate``); a precision that
+is diagonal there, ``D [rows, cols]``, gives ``P V = Q_A (D * W) Q_G^T``, ``P^-1 V = Q_A (W /
+D) Q_G^T``, samples ``Q_A (Z / sqrt(D)) Q_G^T`` (matrix normal, never a dense ``[P, P]``) and
+``log det P = sum log D``.
+
+The prior enters through a ``KronPrior`` (an argument of ``kfac``, ``efb``):
+``eigen_prior()`` (exact) or ``per_factor_prior()`` (the post's).
 """
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from bnn_jax.curvature.blocks import Block
-
-PRIORS = ("eigen", "per_factor")
+__all__ = [
+    "KronBasis",
+    "KronFactor",
+    "KronPrior",
+    "accumulate",
+    "basis",
+    "decompose",
+    "eigen_prior",
+    "normalised",
+    "per_factor_prior",
+    "prior_of",
+    "zeros",
+]
 
 
 class KronFactor(NamedTuple):
-    """Accumulators (``a_sum``, ``g_sum``, ``positions``) and, after ``finalize``, the
+    """Accumulators (``a_sum``, ``g_sum``, ``positions``) and, after ``decompose``, the
     eigendecompositions of the normalised factors ``A`` and ``G`` of one layer block."""
 
     a_sum: jax.Array
@@ -48,21 +63,87 @@ class KronFactor(NamedTuple):
     g_eigenvectors: jax.Array
 
 
-def check_prior(prior: str) -> None:
-    if prior not in PRIORS:
-        raise ValueError(f"prior: expected one of {PRIORS}, got {prior!r}")
+class KronBasis(NamedTuple):
+    """The eigenbasis ``Q = Q_A ⊗ Q_G`` of a block: ``a = Q_A [rows, rows]``, ``g = Q_G
+    [cols, cols]``, acting on block matrices ``V [rows, cols]`` (row-major ``vec``)."""
+
+    a: jax.Array
+    g: jax.Array
+
+    def rotate(self, v: jax.Array) -> jax.Array:
+        """``Q^T vec(V)`` as a matrix: ``Q_A^T V Q_G``."""
+        return self.a.T @ v @ self.g
+
+    def unrotate(self, w: jax.Array) -> jax.Array:
+        """``Q vec(W)`` as a matrix: ``Q_A W Q_G^T``."""
+        return self.a @ w @ self.g.T
+
+    def dense(self) -> jax.Array:
+        """``Q_A ⊗ Q_G`` as a ``[rows cols, rows cols]`` matrix (tests and ``to_dense``)."""
+        return jnp.kron(self.a, self.g)
 
 
-def zeros(block: Block, dtype) -> KronFactor:
-    r, c = block.rows, block.cols
+class KronPrior(NamedTuple):
+    """How the prior precision ``tau`` enters a Kronecker block.
+
+    Attributes:
+      precision: ``(S, lam_A, lam_G, scale, tau) -> D [rows, cols]``, the eigenvalues of the
+        block's precision in the basis ``Q_A ⊗ Q_G``, given the curvature's eigenvalues ``S``
+        there (KFAC: ``S = lam_A lam_G^T``; EFB: re-fitted) and the factors' eigenvalues.
+      name: for display only.
+    """
+
+    precision: Callable[..., jax.Array]
+    name: str
+
+
+def eigen_prior() -> KronPrior:
+    """The exact isotropic prior: precision ``scale C + tau I``, eigenvalues ``D = scale S +
+    tau`` (KFAC: ``scale lam_A lam_G^T + tau``)."""
+
+    def precision(s, a_eigenvalues, g_eigenvalues, scale, prior_prec):
+        del a_eigenvalues, g_eigenvalues
+        return scale * s + prior_prec
+
+    return KronPrior(precision, "eigen")
+
+
+def per_factor_prior() -> KronPrior:
+    """The post's per-factor prior: KFAC's precision ``(sqrt(scale) A + sqrt(tau) I) ⊗
+    (sqrt(scale) G + sqrt(tau) I) = scale A ⊗ G + sqrt(scale tau) (A ⊕ G) + tau I`` with
+    ``A ⊕ G = A ⊗ I + I ⊗ G``; eigenvalues ``D = scale S + sqrt(scale tau) (lam_A ⊕ lam_G) +
+    tau`` (for KFAC ``(sqrt(scale) lam_A + sqrt(tau)) (sqrt(scale) lam_G + sqrt(tau))``; EFB
+    keeps its re-fitted ``S`` and adds the same cross term). With one ``tau`` per layer, each
+    layer's two factors are damped by ``sqrt(tau_layer) I``."""
+
+    def precision(s, a_eigenvalues, g_eigenvalues, scale, prior_prec):
+        cross = a_eigenvalues[:, None] + g_eigenvalues[None, :]
+        return scale * s + jnp.sqrt(scale * prior_prec) * cross + prior_prec
+
+    return KronPrior(precision, "per_factor")
+
+
+def prior_of(prior: KronPrior | None) -> KronPrior:
+    """``prior`` (default ``eigen_prior()``); ``ValueError`` for anything else."""
+    if prior is None:
+        return eigen_prior()
+    if not isinstance(prior, KronPrior):
+        raise ValueError(
+            f"prior: expected kron.eigen_prior() or kron.per_factor_prior(), got {prior!r}"
+        )
+    return prior
+
+
+def zeros(rows: int, cols: int, dtype) -> KronFactor:
+    """Empty accumulators of a ``[rows, cols]`` block."""
     return KronFactor(
-        a_sum=jnp.zeros((r, r), dtype),
-        g_sum=jnp.zeros((c, c), dtype),
+        a_sum=jnp.zeros((rows, rows), dtype),
+        g_sum=jnp.zeros((cols, cols), dtype),
         positions=jnp.zeros((), dtype),
-        a_eigenvalues=jnp.zeros((r,), dtype),
-        a_eigenvectors=jnp.zeros((r, r), dtype),
-        g_eigenvalues=jnp.zeros((c,), dtype),
-        g_eigenvectors=jnp.zeros((c, c), dtype),
+        a_eigenvalues=jnp.zeros((rows,), dtype),
+        a_eigenvectors=jnp.zeros((rows, rows), dtype),
+        g_eigenvalues=jnp.zeros((cols,), dtype),
+        g_eigenvectors=jnp.zeros((cols, cols), dtype),
     )
 
 
@@ -91,34 +172,12 @@ def _eigh(m: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def decompose(factor: KronFactor, num_data: jax.Array) -> KronFactor:
+    """Store the eigendecompositions of ``A`` and ``G`` (eigenvalues clamped at 0)."""
     a, g = normalised(factor, num_data)
     (la, qa), (lg, qg) = _eigh(a), _eigh(g)
     return factor._replace(a_eigenvalues=la, a_eigenvectors=qa, g_eigenvalues=lg, g_eigenvectors=qg)
 
 
-def kron_eigenvalues(factor: KronFactor, scale, prior_prec, prior: str) -> jax.Array:
-    """Precision eigenvalues ``[rows, cols]`` of ``A ⊗ G`` with the prior:
-    ``"eigen"``: ``scale lam_A lam_G + tau``;
-    ``"per_factor"``: ``(sqrt(scale) lam_A + sqrt(tau)) (sqrt(scale) lam_G + sqrt(tau))``."""
-    la, lg = factor.a_eigenvalues, factor.g_eigenvalues
-    if prior == "eigen":
-        return scale * jnp.outer(la, lg) + prior_prec
-    rs, rt = jnp.sqrt(scale), jnp.sqrt(prior_prec)
-    return jnp.outer(rs * la + rt, rs * lg + rt)
-
-
-def to_eigenbasis(factor: KronFactor, v: jax.Array) -> jax.Array:
-    return factor.a_eigenvectors.T @ v @ factor.g_eigenvectors
-
-
-def from_eigenbasis(factor: KronFactor, w: jax.Array) -> jax.Array:
-    return factor.a_eigenvectors @ w @ factor.g_eigenvectors.T
-
-
-def solve(factor: KronFactor, v: jax.Array, precision: jax.Array) -> jax.Array:
-    return from_eigenbasis(factor, to_eigenbasis(factor, v) / precision)
-
-
-def eigenbasis(factor: KronFactor) -> jax.Array:
-    """``Q_A ⊗ Q_G`` as a dense matrix (tests and ``to_dense`` only)."""
-    return jnp.kron(factor.a_eigenvectors, factor.g_eigenvectors)
+def basis(factor: KronFactor) -> KronBasis:
+    """The block's eigenbasis ``Q_A ⊗ Q_G`` (after ``decompose``)."""
+    return KronBasis(factor.a_eigenvectors, factor.g_eigenvectors)

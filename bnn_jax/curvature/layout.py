@@ -65,11 +65,6 @@ class Layout:
     def dtype(self) -> np.dtype:
         return np.dtype(jnp.result_type(*self.dtypes))
 
-    def offset(self, path: Path) -> int:
-        """Start of leaf ``path`` in the flat vector."""
-        index = self.paths.index(path)
-        return sum(self.sizes[:index])
-
     def leaves_by_path(self, tree: Params) -> dict[Path, jax.Array]:
         return dict(zip(self.paths, jax.tree.leaves(tree), strict=True))
 

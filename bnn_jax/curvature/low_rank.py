@@ -28,9 +28,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bnn_jax.curvature import per_example
+from bnn_jax import checks, tree
 from bnn_jax.curvature.base import Curvature, with_checks
-from bnn_jax.curvature.diagonal import DiagonalState, diagonal
+from bnn_jax.curvature.diagonal import diagonal
 from bnn_jax.curvature.fisher import Fisher, batch_factors
 from bnn_jax.curvature.layout import Layout
 from bnn_jax.curvature.subset import Subset, everything
@@ -55,11 +55,6 @@ class LowRankState(NamedTuple):
     passes: jax.Array
     num_data: jax.Array
     layout: Layout
-
-
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
 
 
 def low_rank(
@@ -93,16 +88,18 @@ def low_rank(
       >>> curv.num_passes
       3
     """
-    _check_int("rank", rank, 1)
-    _check_int("num_iterations", num_iterations, 0)
-    _check_int("oversampling", oversampling, 0)
-    per_example.check_chunk_size(chunk_size)
+    checks.positive_int("rank", rank)
+    checks.positive_int("num_iterations", num_iterations, minimum=0)
+    checks.positive_int("oversampling", oversampling, minimum=0)
+    checks.key("key", key)
+    checks.chunk_size("chunk_size", chunk_size)
     subset = everything() if subset is None else subset
     diag_curvature = diagonal(
         apply_fn, likelihood, fisher=fisher, subset=subset, chunk_size=chunk_size
     )
 
-    def init(params):
+    def init(params, x):
+        del x  # no layer structure needed
         layout = Layout.of(subset.select(params))
         p, dtype = layout.size, layout.dtype
         if rank > p:
@@ -138,7 +135,7 @@ def low_rank(
         products = jax.vmap(ggn_column, in_axes=1, out_axes=1)(state.basis)
 
         def with_diagonal(st):
-            zero = DiagonalState(layout.unravel(jnp.zeros_like(st.diagonal)), st.num_data * 0)
+            zero = diag_curvature.init(params, batch.x)
             diag = diag_curvature.update(zero, params, batch, step_key).diagonal
             return st._replace(
                 diagonal=st.diagonal + layout.ravel(diag),
@@ -192,7 +189,7 @@ def low_rank(
         d, w = _parts(state, scale, prior_prec)
         root = jax.lax.rsqrt(d)
         q_v, s, _ = jnp.linalg.svd(w * root[:, None], full_matrices=False)
-        eps = jax.random.normal(key, d.shape, d.dtype)
+        (eps,) = tree.standard_normals(key, [d.shape], d.dtype)
         z = eps + q_v @ ((jax.lax.rsqrt(1.0 + s**2) - 1.0) * (q_v.T @ eps))
         return state.layout.unravel(root * z)
 
@@ -207,14 +204,7 @@ def low_rank(
 
     return with_checks(
         Curvature(
-            init,
-            update,
-            finalize,
-            precision_mvp,
-            solve,
-            sample,
-            log_det,
-            to_dense,
-            num_iterations + 1,
+            init, update, finalize, precision_mvp, solve, sample, log_det, to_dense,
+            apply_fn, likelihood, subset, num_iterations + 1,
         )
-    )
+    )  # fmt: skip

@@ -20,7 +20,7 @@ from bnn_jax.curvature.capture import find_layers
 from bnn_jax.curvature.layout import Path, leaf_paths
 from bnn_jax.types import ApplyFn, Params
 
-__all__ = ["Subset", "everything", "last_layer", "modules", "where"]
+__all__ = ["Subset", "complement", "everything", "last_layer", "modules", "where"]
 
 
 class Subset(NamedTuple):
@@ -79,6 +79,12 @@ def where(predicate: Callable[[Path], bool], *, description: str = "predicate") 
 def everything() -> Subset:
     """All parameters (the default of every curvature factory)."""
     return where(lambda path: True, description="all parameters")
+
+
+def complement(other: Subset) -> Subset:
+    """Every parameter ``other`` does not select, e.g. ``complement(last_layer(...))`` for
+    "everything but the last layer" (the other part of a ``curvature.partition``)."""
+    return where(lambda path: not other.contains(path), description="the complement of a subset")
 
 
 def modules(*module_paths: Path) -> Subset:

@@ -156,7 +156,7 @@ def _check_kernel_and_labels(kernel_matrix: jax.Array, y: Any) -> None:
         raise ValueError(
             f"kernel_matrix: expected shape ({n}, {n}), got {jnp.shape(kernel_matrix)}"
         )
-    if not isinstance(y, jax.core.Tracer):
+    if not checks.is_traced(y):
         labels = np.asarray(y)
         if not np.all((labels == 0) | (labels == 1)):
             raise ValueError(f"y: expected binary labels in {{0, 1}}, got {np.unique(labels)}")
@@ -263,7 +263,7 @@ def validate_inputs(name: str, x: Any, *, num_features: int | None = None) -> No
         raise ValueError(f"{name}: expected inputs of shape [n, d] with n >= 1, got {shape}")
     if num_features is not None and shape[1] != num_features:
         raise ValueError(f"{name}: expected {num_features} features, got shape {shape}")
-    if not isinstance(x, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(x))):
+    if not checks.is_traced(x) and not np.all(np.isfinite(np.asarray(x))):
         raise ValueError(f"{name}: expected finite values, got NaN or inf")
 
 

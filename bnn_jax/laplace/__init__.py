@@ -7,8 +7,7 @@ ascent of the evidence) and ``search`` (grid/random search on a validation objec
 
 Example:
   >>> curv = curvature.kfac(apply_fn, lik, fisher=curvature.mc_fisher())
-  >>> post = laplace.fit(curv, params, data.Batches(x, y, 256), apply_fn=apply_fn,
-  ...                    likelihood=lik, key=key, prior_prec=1.0)
+  >>> post = laplace.fit(curv, params, data.Batches(x, y, 256), key=key, prior_prec=1.0)
   >>> post, trace = laplace.optimize_marglik(post, steps=100, learning_rate=0.1)
   >>> thetas = laplace.sample(post, key, 30)                # leading sample axis
 """

@@ -11,18 +11,19 @@ where ``NLL(theta*)`` is the training NLL summed over the examples (``posterior.
 and the ``2 pi`` factors of the prior and of the Gaussian integral cancel. ``s`` enters the
 likelihood term and the curvature alike (laplace-torch does the same with its temperature),
 so ``s = 1`` is the ordinary evidence. The MAP is kept fixed when ``(s, tau)`` change (no
-retraining), as usual. For Kronecker structures with ``prior="per_factor"`` the log-determinant
-is that of their per-factor precision.
+retraining), as usual. For Kronecker structures with ``kron.per_factor_prior()`` the
+log-determinant is that of their per-factor precision.
 """
 
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from bnn_jax import tree
-from bnn_jax.laplace.posterior import Posterior, check_scalar_hyperparameters
+from bnn_jax import checks, tree
+from bnn_jax.laplace.posterior import Posterior, check_posterior, check_scalar_hyperparameters
 
 __all__ = ["MarglikTrace", "log_marginal_likelihood", "optimize_marglik"]
 
@@ -42,6 +43,7 @@ def log_marginal_likelihood(posterior: Posterior, scale=None, prior_prec=None) -
       >>> grad = jax.grad(lambda t: log_marginal_likelihood(post, prior_prec=jnp.exp(t)))
       >>> grad(jnp.log(post.prior_prec))
     """
+    check_posterior(posterior)
     scale = posterior.scale if scale is None else scale
     prior_prec = posterior.prior_prec if prior_prec is None else prior_prec
     check_scalar_hyperparameters(scale, prior_prec)
@@ -75,11 +77,6 @@ class MarglikTrace(NamedTuple):
     scale: jax.Array
 
 
-def _check_positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name}: expected a number > 0, got {value!r}")
-
-
 def optimize_marglik(
     posterior: Posterior,
     *,
@@ -102,17 +99,31 @@ def optimize_marglik(
       ``(tuned_posterior, trace)``: the posterior with the final ``(scale, prior_prec)`` and a
       :class:`MarglikTrace`.
 
+    Raises:
+      ValueError: naming ``learning_rate`` when the optimisation diverged (a non-finite
+        marginal likelihood or hyperparameter at some step: the step size is too large).
+
     Example:
       >>> post, trace = laplace.optimize_marglik(post, steps=100, learning_rate=0.1)
       >>> float(post.prior_prec), trace.log_marglik[-1]
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")
-    _check_positive("learning_rate", learning_rate)
-    check_scalar_hyperparameters(posterior.scale, posterior.prior_prec)
-    if not float(posterior.prior_prec) > 0:
-        raise ValueError("prior_prec: expected a value > 0 to optimise its logarithm, got 0")
-    return _optimize(posterior, steps, learning_rate, tune_scale)
+    steps = checks.positive_int("steps", steps)
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, int | float):
+        raise ValueError(f"learning_rate: expected a number > 0, got {learning_rate!r}")
+    checks.positive("learning_rate", learning_rate)
+    check_posterior(posterior)
+    tuned, trace = _optimize(posterior, steps, float(learning_rate), bool(tune_scale))
+    finite = np.isfinite(np.asarray(trace.log_marglik))
+    finite &= np.isfinite(np.asarray(trace.prior_prec)) & np.isfinite(np.asarray(trace.scale))
+    final = [np.asarray(v) for v in (tuned.scale, tuned.prior_prec)]
+    if not (finite.all() and all(np.all(np.isfinite(v) & (v > 0)) for v in final)):
+        step = int(np.argmin(finite)) if not finite.all() else steps
+        raise ValueError(
+            f"learning_rate: the optimisation diverged (non-finite marginal likelihood or "
+            f"hyperparameters from step {step} of {steps}) with learning_rate={learning_rate}; "
+            "use a smaller learning_rate"
+        )
+    return tuned, trace
 
 
 @jax.jit(static_argnums=(1, 3))

@@ -9,9 +9,18 @@ approximation; the post's (and laplace-torch's) ``N F`` with a per-example mean 
 random; the others stay at the MAP.
 
 A :class:`Posterior` holds arrays (``mean``, curvature ``state``, ``scale``, ``prior_prec``,
-``train_nll``) as pytree leaves and the functions (curvature, subset, ``apply_fn``,
-likelihood) as static fields, so ``jax.jit``, ``jax.grad`` and ``jax.vmap`` (e.g. over a grid of
-``prior_prec``) work on posteriors directly.
+``train_nll``) as pytree leaves and the curvature (with the ``apply_fn``, likelihood and subset
+it was built for) as a static field, so ``jax.jit``, ``jax.grad`` and ``jax.vmap`` (e.g. over a
+grid of ``prior_prec``) work on posteriors directly.
+
+Where hyperparameters are checked: ``fit`` requires ``prior_prec > 0`` and ``scale > 0`` (with
+``prior_prec = 0`` directions the data do not constrain would have infinite variance, every
+prediction would be NaN). ``sample``, ``log_det``, the marginal likelihood, the predictives and
+the tuners check a posterior's ``scale`` and ``prior_prec`` again when they are concrete, e.g.
+after ``post.replace(prior_prec=-1.0)``, also inside a caller's ``jax.jit`` when the value is a
+constant there. Values that are traced (arguments of a caller's ``jit``/``vmap``/``grad``)
+cannot be inspected: keeping them positive is the caller's responsibility (optimise
+``log prior_prec``, as ``optimize_marglik`` does).
 """
 
 import functools
@@ -23,9 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from bnn_jax import tree
+from bnn_jax import checks, tree
 from bnn_jax.curvature.base import Curvature, check_finite, check_hyperparameters
-from bnn_jax.curvature.subset import Subset, everything
+from bnn_jax.curvature.subset import Subset
 from bnn_jax.losses import Likelihood
 from bnn_jax.types import ApplyFn, Batch, Key, Params
 
@@ -34,7 +43,7 @@ __all__ = ["Posterior", "fit", "log_det", "sample", "sample_one"]
 
 @flax.struct.dataclass
 class Posterior:
-    """A fitted Laplace approximation (a pytree; the function fields are static).
+    """A fitted Laplace approximation (a pytree; the curvature is static).
 
     Attributes:
       mean: the MAP parameters ``theta*`` (all parameters of the model).
@@ -43,7 +52,8 @@ class Posterior:
       prior_prec: ``tau``, precision of the isotropic Gaussian prior on the selected parameters.
       train_nll: training negative log-likelihood at the MAP, summed over the examples
         (used by the marginal likelihood).
-      curvature, subset, apply_fn, likelihood: the functions the posterior was fitted with.
+      curvature: the ``Curvature`` it was fitted with; ``apply_fn``, ``likelihood`` and
+        ``subset`` read the ones the curvature was built for.
     """
 
     mean: Params
@@ -52,9 +62,18 @@ class Posterior:
     prior_prec: jax.Array
     train_nll: jax.Array
     curvature: Curvature = flax.struct.field(pytree_node=False)
-    subset: Subset = flax.struct.field(pytree_node=False)
-    apply_fn: ApplyFn = flax.struct.field(pytree_node=False)
-    likelihood: Likelihood = flax.struct.field(pytree_node=False)
+
+    @property
+    def apply_fn(self) -> ApplyFn:
+        return self.curvature.apply_fn
+
+    @property
+    def likelihood(self) -> Likelihood:
+        return self.curvature.likelihood
+
+    @property
+    def subset(self) -> Subset:
+        return self.curvature.subset
 
 
 def _float_dtype(params: Params):
@@ -64,46 +83,30 @@ def _float_dtype(params: Params):
 
 def check_scalar_hyperparameters(scale, prior_prec) -> None:
     """``ValueError`` unless ``scale`` and ``prior_prec`` are scalars with ``scale > 0`` and
-    ``prior_prec >= 0`` (values are checked only when concrete)."""
+    ``prior_prec > 0`` (values are checked only when concrete)."""
     for name, value in (("scale", scale), ("prior_prec", prior_prec)):
         if jnp.ndim(value) != 0:
             raise ValueError(f"{name}: expected a scalar, got shape {jnp.shape(value)}")
     check_hyperparameters(scale, prior_prec)
 
 
-def check_num_samples(num_samples) -> None:
-    """``ValueError`` unless ``num_samples`` is an integer >= 1."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer):
-        raise ValueError(f"num_samples: expected an integer >= 1, got {num_samples!r}")
-    if num_samples < 1:
-        raise ValueError(f"num_samples: expected an integer >= 1, got {num_samples}")
+def check_posterior(posterior) -> None:
+    """``ValueError`` unless ``posterior`` is a :class:`Posterior` whose ``scale`` and
+    ``prior_prec`` are valid (when concrete; module docstring)."""
+    if not isinstance(posterior, Posterior):
+        raise ValueError(f"posterior: expected a laplace.Posterior, got {type(posterior).__name__}")
+    check_scalar_hyperparameters(posterior.scale, posterior.prior_prec)
 
 
-def _check_subset(curvature: Curvature, subset: Subset, state, params: Params) -> None:
-    one = jnp.ones((), _float_dtype(params))
-    z = jax.eval_shape(curvature.sample, state, jax.random.key(0), one, one)
-    selected = subset.select(params)
-    same_tree = jax.tree.structure(z) == jax.tree.structure(selected)
-    if not same_tree or any(
-        a.shape != b.shape
-        for a, b in zip(jax.tree.leaves(z), jax.tree.leaves(selected), strict=True)
-    ):
-        raise ValueError(
-            "subset: does not select the parameters the curvature covers; pass fit the same "
-            "subset as the curvature factory"
-        )
-
-
-@functools.partial(jax.jit, static_argnames=("curvature", "apply_fn", "likelihood"))
-def _fit_step(
-    state, nll_sum, finite, params, batch, key, index, *, curvature, apply_fn, likelihood
-):
+@functools.partial(jax.jit, static_argnames=("curvature",))
+def _fit_step(state, nll_sum, finite, params, batch, key, index, *, curvature):
     """One batch: curvature update with ``fold_in(key, index)``, summed NLL at the MAP,
-    finiteness of the inputs. Compiled once per (curvature, apply_fn, likelihood) and batch
-    shape, across ``fit`` calls. The key is folded in here, not on the host: an eager
+    finiteness of the inputs. Compiled once per curvature and batch shape, across ``fit``
+    calls. The key is folded in here, not on the host: an eager
     ``fold_in`` waits for the steps in flight, so host and device would take turns."""
     state = curvature.update(state, params, batch, jax.random.fold_in(key, index))
-    nll = jnp.sum(likelihood.nll(apply_fn(params, batch.x), batch.y)).astype(nll_sum.dtype)
+    outputs = curvature.apply_fn(params, batch.x)
+    nll = jnp.sum(curvature.likelihood.nll(outputs, batch.y)).astype(nll_sum.dtype)
     return state, nll_sum + nll, finite & jnp.all(jnp.isfinite(batch.x))
 
 
@@ -112,34 +115,30 @@ def fit(
     params: Params,
     batches: Iterable[Batch],
     *,
-    apply_fn: ApplyFn,
-    likelihood: Likelihood,
     key: Key,
     prior_prec,
     scale=1.0,
-    subset: Subset | None = None,
     progress: bool = True,
 ) -> Posterior:
     """Accumulate the curvature at the MAP ``params`` over ``batches`` and build the posterior.
 
-    Runs ``curvature.num_passes`` passes over ``batches`` (``update`` on batch ``i`` with
+    ``curvature.init(params, x)`` learns the input shape from the first batch; then
+    ``curvature.num_passes`` passes over ``batches`` (``update`` on batch ``i`` with
     ``fold_in(key, i)``, the same keys on every pass; ``finalize`` after each pass). One
     jitted step per batch updates the curvature and adds the batch's summed NLL at the MAP
     (kept from the last pass). Batches may be sharded over devices (``jax.sharding``); the
     inputs stay on device (their finiteness is checked in the step, reported after each
-    pass), only the targets are checked on the host.
+    pass), only the targets are checked on the host. The model, likelihood and parameter
+    subset are the curvature's (``curvature.apply_fn``, ``.likelihood``, ``.subset``).
 
     Args:
-      curvature: a ``Curvature`` built for the same ``apply_fn``, likelihood and subset.
+      curvature: a ``Curvature`` (e.g. ``curvature.kfac(apply_fn, likelihood, fisher=...)``).
       params: the MAP parameters (full model params).
       batches: a re-iterable of ``Batch(x, y)`` (e.g. ``data.Batches(x, y, 128)``), the
         training data; iterated once per pass.
-      apply_fn: ``apply_fn(params, x) -> outputs``, the model the curvature was built for.
-      likelihood: the likelihood the curvature was built for (``bnn_jax.losses``).
       key: PRNG key for the MC Fisher's sampled targets.
-      prior_prec: prior precision ``tau >= 0``.
+      prior_prec: prior precision ``tau > 0``.
       scale: multiplier ``s > 0`` of the summed curvature (default 1).
-      subset: the parameter subset given to the curvature factory (default: all).
       progress: show a tqdm progress bar over batches.
 
     Returns:
@@ -147,33 +146,30 @@ def fit(
 
     Example:
       >>> curv = curvature.kfac(apply_fn, losses.categorical(), fisher=curvature.mc_fisher())
-      >>> post = laplace.fit(curv, params, data.Batches(x, y, 256), apply_fn=apply_fn,
-      ...                    likelihood=losses.categorical(), key=key, prior_prec=1.0)
+      >>> post = laplace.fit(curv, params, data.Batches(x, y, 256), key=key, prior_prec=1.0)
     """
+    if not isinstance(curvature, Curvature):
+        raise ValueError(f"curvature: expected a curvature.Curvature, got {curvature!r}")
+    checks.key("key", key)
     check_scalar_hyperparameters(scale, prior_prec)
-    subset = everything() if subset is None else subset
     dtype = _float_dtype(params)
-    state = curvature.init(params)
-    _check_subset(curvature, subset, state, params)
-
-    step = functools.partial(
-        _fit_step, curvature=curvature, apply_fn=apply_fn, likelihood=likelihood
-    )
+    step = functools.partial(_fit_step, curvature=curvature)
     finalize = jax.jit(curvature.finalize)
     total = curvature.num_passes * len(batches) if hasattr(batches, "__len__") else None
     bar = tqdm(total=total, desc="laplace.fit", disable=not progress, leave=False)
-    num_outputs, counts = None, []
+    state, num_outputs, counts = None, None, []
     for _ in range(curvature.num_passes):
         nll_sum, finite, count = jnp.zeros((), dtype), jnp.asarray(True), 0
         for index, batch in enumerate(batches):
             if not isinstance(batch, Batch) or jnp.ndim(batch.x) < 1 or len(batch.x) == 0:
                 raise ValueError(f"batches: expected non-empty Batch(x, y) items, got {batch!r}")
-            if num_outputs is None:
-                num_outputs = jax.eval_shape(apply_fn, params, batch.x).shape[-1]
+            if state is None:
+                state = curvature.init(params, batch.x)
+                num_outputs = jax.eval_shape(curvature.apply_fn, params, batch.x).shape[-1]
             # numpy targets are checked on the host as they are: a device copy would make the
             # check wait for the steps in flight and stop host work overlapping the compute
             targets = batch.y if isinstance(batch.y, jax.Array) else np.asarray(batch.y)
-            likelihood.check_targets((len(batch.x), num_outputs), targets)
+            curvature.likelihood.check_targets((len(batch.x), num_outputs), targets)
             state, nll_sum, finite = step(state, nll_sum, finite, params, batch, key, index)
             count += len(batch.x)
             bar.update()
@@ -199,9 +195,6 @@ def fit(
         prior_prec=jnp.asarray(prior_prec, dtype),
         train_nll=nll_sum,
         curvature=curvature,
-        subset=subset,
-        apply_fn=apply_fn,
-        likelihood=likelihood,
     )
 
 
@@ -225,7 +218,9 @@ def sample(posterior: Posterior, key: Key, num_samples: int) -> Params:
       >>> thetas = laplace.sample(post, jax.random.key(1), 30)
       >>> logits = jax.vmap(apply_fn, (0, None))(thetas, x)          # [30, batch, classes]
     """
-    check_num_samples(num_samples)
+    check_posterior(posterior)
+    checks.key("key", key)
+    checks.positive_int("num_samples", num_samples)
     return _sample(posterior, key, num_samples)
 
 
@@ -237,4 +232,5 @@ def _sample(posterior: Posterior, key: Key, num_samples: int) -> Params:
 
 def log_det(posterior: Posterior) -> jax.Array:
     """``log det(scale C + prior_prec I)``, the log-determinant of the posterior precision."""
+    check_posterior(posterior)
     return posterior.curvature.log_det(posterior.state, posterior.scale, posterior.prior_prec)

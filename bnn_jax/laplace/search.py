@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnn_jax import calibration, predictive, uncertainty
-from bnn_jax.laplace.posterior import Posterior, check_num_samples, check_scalar_hyperparameters
+from bnn_jax import calibration, checks, chunking, predictive, uncertainty
+from bnn_jax.laplace.posterior import Posterior, check_posterior
 from bnn_jax.types import Key
 
 __all__ = ["SearchResult", "error_plus_ece", "search", "validation_objective"]
@@ -27,7 +27,7 @@ Objective = Callable[[Posterior], jax.Array]
 class SearchResult(NamedTuple):
     """``posterior`` with the best candidate; every candidate's ``scale``, ``prior_prec`` and
     objective ``value`` (``[num_candidates]``); ``best`` the index of the minimum (NaN values
-    are never picked)."""
+    are never picked; ``search`` raises when no value is finite)."""
 
     posterior: Posterior
     scale: jax.Array
@@ -64,7 +64,9 @@ def validation_objective(
       num_samples: MC samples per candidate.
       chunk_size: samples drawn and evaluated at once (bounds memory).
     """
-    check_num_samples(num_samples)
+    checks.positive_int("num_samples", num_samples)
+    checks.key("key", key)
+    checks.chunk_size("chunk_size", chunk_size)
     x, y = jnp.asarray(x), jnp.asarray(y)
     if x.shape[:1] != y.shape[:1]:
         raise ValueError(f"y: expected {x.shape[0]} labels to match x, got shape {y.shape}")
@@ -121,17 +123,15 @@ def search(
       ...                         scale=jnp.geomspace(1e-1, 1e2, 7))
       >>> post = result.posterior
     """
+    check_posterior(posterior)
     prior_precs = _candidates(prior_prec, "prior_prec")
     scales = _candidates(np.asarray(posterior.scale)[None] if scale is None else scale, "scale")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size: expected an integer >= 1 or None, got {chunk_size!r}")
+    checks.chunk_size("chunk_size", chunk_size)
     if num_random is None:
         scales, prior_precs = (a.ravel() for a in np.meshgrid(scales, prior_precs, indexing="ij"))
     else:
-        if isinstance(num_random, bool) or not isinstance(num_random, int) or num_random < 1:
-            raise ValueError(f"num_random: expected an integer >= 1, got {num_random!r}")
-        if key is None:
-            raise ValueError("key: expected a PRNG key for the random search, got None")
+        num_random = checks.positive_int("num_random", num_random)
+        checks.key("key", key)
         scale_key, prior_key = jax.random.split(key)
 
         def log_uniform(k, values):
@@ -143,8 +143,12 @@ def search(
         scales, prior_precs = log_uniform(scale_key, scales), log_uniform(prior_key, prior_precs)
     dtype = posterior.prior_prec.dtype
     scales, prior_precs = jnp.asarray(scales, dtype), jnp.asarray(prior_precs, dtype)
-    check_scalar_hyperparameters(posterior.scale, posterior.prior_prec)
     values = _evaluate(posterior, objective_fn, scales, prior_precs, chunk_size)
+    if not np.any(np.isfinite(np.asarray(values))):
+        raise ValueError(
+            f"objective_fn: no candidate gave a finite value (all {values.size} are NaN or "
+            "inf); check the objective and the candidate ranges"
+        )
     best = jnp.argmin(jnp.where(jnp.isnan(values), jnp.inf, values))
     tuned = posterior.replace(scale=scales[best], prior_prec=prior_precs[best])
     return SearchResult(tuned, scales, prior_precs, values, best)
@@ -156,6 +160,4 @@ def _evaluate(posterior, objective_fn, scales, prior_precs, chunk_size):
         scale, prior_prec = pair
         return objective_fn(posterior.replace(scale=scale, prior_prec=prior_prec))
 
-    if chunk_size is None:
-        return jax.vmap(one)((scales, prior_precs))
-    return jax.lax.map(one, (scales, prior_precs), batch_size=chunk_size)
+    return chunking.map_chunks(one, (scales, prior_precs), chunk_size)

@@ -9,7 +9,13 @@ from bnn_jax.models.concrete_dropout import (
     ConcreteDropoutMLP,
     SpatialConcreteDropout,
 )
-from bnn_jax.models.core import Variables, apply, init, make_apply_fn, make_dropout_apply_fn
+from bnn_jax.models.core import (
+    Variables,
+    apply,
+    init,
+    make_apply_fn,
+    make_per_example_dropout_apply_fn,
+)
 from bnn_jax.models.lenet import LeNet5
 from bnn_jax.models.mlp import MLP
 from bnn_jax.models.resnet import BasicBlock, ResNet
@@ -26,5 +32,5 @@ __all__ = [
     "apply",
     "init",
     "make_apply_fn",
-    "make_dropout_apply_fn",
+    "make_per_example_dropout_apply_fn",
 ]

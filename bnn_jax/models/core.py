@@ -56,7 +56,7 @@ def make_apply_fn(model: nn.Module, variables: Variables) -> ApplyFn:
     return apply_fn
 
 
-def make_dropout_apply_fn(
+def make_per_example_dropout_apply_fn(
     model: nn.Module, variables: Variables
 ) -> Callable[[Params, jax.Array, Key], jax.Array]:
     """A pure ``apply_fn(params, x, key) -> logits`` with one dropout mask drawn from ``key``

@@ -11,10 +11,11 @@ The network is linearised around the MAP in the selected parameters,
 - MC: samples ``f_t = mu + L eps_t``, ``L L^T = Sigma_f``, ``eps_t ~ N(0, I)``, then
   ``softmax(f_t)``; ``eps_t`` is shared by all inputs of a call (common random numbers).
 
-``Sigma_f`` is computed per input without materialising the Jacobian of the batch: for KFAC,
-EFB and diagonal posteriors through each layer's captured inputs and output gradients in the
-factors' eigenbases (``predictive.kronecker``; a Dense layer's Jacobian is rank one per
-class), otherwise (dense, block-diagonal, low-rank, e.g. last-layer posteriors) from the
+``Sigma_f`` is computed per input without materialising the Jacobian of the batch: when the
+curvature declares the ``layer_precisions`` capability (KFAC, EFB, diagonal, or a user's own
+structure) through each layer's captured inputs and output gradients in the factors'
+eigenbases (``predictive.kronecker``; a Dense layer's Jacobian is rank one per class),
+otherwise (dense, block-diagonal, low-rank, partition, e.g. last-layer posteriors) from the
 ``C`` Jacobian rows over the selected parameters of ``chunk_size`` inputs at a time
 (``jax.jacrev``) and ``C`` structure solves per input.
 """
@@ -24,9 +25,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bnn_jax.laplace.posterior import Posterior, check_num_samples
+from bnn_jax import checks, chunking
+from bnn_jax.laplace.posterior import Posterior, check_posterior
 from bnn_jax.predictive import kronecker
-from bnn_jax.predictive.monte_carlo import check_chunk_size, check_inputs
+from bnn_jax.predictive.monte_carlo import check_inputs
 from bnn_jax.types import Key
 
 __all__ = [
@@ -71,9 +73,7 @@ def jacobian_covariance(posterior: Posterior, x: jax.Array, *, chunk_size=None) 
         cov = _ravel_rows(rows) @ _ravel_rows(solved).T
         return 0.5 * (cov + cov.T)
 
-    if chunk_size is None:
-        return jax.vmap(one)(x)
-    return jax.lax.map(one, x, batch_size=chunk_size)
+    return chunking.map_chunks(one, x, chunk_size)
 
 
 def glm_moments(posterior: Posterior, x: jax.Array, *, chunk_size: int | None = None):
@@ -87,7 +87,8 @@ def glm_moments(posterior: Posterior, x: jax.Array, *, chunk_size: int | None = 
     Returns:
       :class:`FunctionalMoments` with ``mean [batch, C]`` and ``covariance [batch, C, C]``.
     """
-    check_chunk_size(chunk_size)
+    check_posterior(posterior)
+    checks.chunk_size("chunk_size", chunk_size)
     check_inputs(x)
     return _glm_moments(posterior, x, chunk_size)
 
@@ -137,7 +138,8 @@ def glm_mc_log_probs(
       >>> lp = predictive.glm_mc_log_probs(post, x_test, key=key, num_samples=100)
       >>> log_probs = uncertainty.mean_log_probs(lp)
     """
-    check_num_samples(num_samples)
+    checks.key("key", key)
+    checks.positive_int("num_samples", num_samples)
     moments = glm_moments(posterior, x, chunk_size=chunk_size)
     eps = jax.random.normal(key, (num_samples, moments.mean.shape[-1]), moments.mean.dtype)
     logits = moments.mean + jnp.einsum("bkj,tj->tbk", _sqrt_psd(moments.covariance), eps)

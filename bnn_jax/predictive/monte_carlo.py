@@ -13,28 +13,18 @@ from typing import Any
 import jax
 import numpy as np
 
-from bnn_jax.laplace.posterior import Posterior, check_num_samples, sample_one
+from bnn_jax import checks, chunking
+from bnn_jax.laplace.posterior import Posterior, check_posterior, sample_one
 from bnn_jax.types import Key
 
-__all__ = ["check_chunk_size", "check_inputs", "laplace_log_probs", "sample_log_probs"]
-
-
-def check_chunk_size(chunk_size) -> None:
-    """``ValueError`` unless ``chunk_size`` is ``None`` or an integer >= 1."""
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool)
-        or not isinstance(chunk_size, int | np.integer)
-        or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size: expected a positive integer or None, got {chunk_size!r}")
+__all__ = ["check_inputs", "laplace_log_probs", "sample_log_probs"]
 
 
 def check_inputs(x) -> None:
     """``ValueError`` for inputs without a batch axis or, when concrete, with NaN/inf."""
     if np.ndim(x) < 1:
         raise ValueError(f"x: expected inputs of shape [batch, ...], got {np.shape(x)}")
-    if not isinstance(x, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(x))):
-        raise ValueError("x: expected finite inputs, got NaN or inf")
+    checks.finite("x", x)
 
 
 def sample_log_probs(
@@ -62,14 +52,12 @@ def sample_log_probs(
     leaves = jax.tree.leaves(samples)
     if not leaves or leaves[0].ndim == 0 or leaves[0].shape[0] < 1:
         raise ValueError("samples: expected a pytree with a leading sample axis of length >= 1")
-    check_chunk_size(chunk_size)
+    checks.chunk_size("chunk_size", chunk_size)
 
     def one(sample):
         return jax.nn.log_softmax(logits_fn(sample, x), axis=-1)
 
-    if chunk_size is None:  # lax.map without batch_size would run one sample at a time
-        return jax.vmap(one)(samples)
-    return jax.lax.map(one, samples, batch_size=chunk_size)
+    return chunking.map_chunks(one, samples, chunk_size)
 
 
 def laplace_log_probs(
@@ -107,8 +95,10 @@ def laplace_log_probs(
       >>> lp = predictive.laplace_log_probs(post, x_test, key=key, num_samples=30, chunk_size=10)
       >>> probs = jnp.exp(uncertainty.mean_log_probs(lp))                   # [batch, C]
     """
-    check_num_samples(num_samples)
-    check_chunk_size(chunk_size)
+    check_posterior(posterior)
+    checks.key("key", key)
+    checks.positive_int("num_samples", num_samples)
+    checks.chunk_size("chunk_size", chunk_size)
     check_inputs(x)
     return _laplace_log_probs(posterior, x, key, num_samples, chunk_size)
 
