@@ -17,14 +17,14 @@ several positions share a weight sample across positions) and the other paramete
 (norm scales, ...) get one weight draw per input.
 """
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from bnn_jax import tree
 from bnn_jax.curvature import blocks
-from bnn_jax.curvature.capture import capture
+from bnn_jax.curvature.capture import capture, intercept_layers
 from bnn_jax.laplace.posterior import Posterior, check_num_samples
+from bnn_jax.losses import check_task
 from bnn_jax.predictive import kronecker
 from bnn_jax.predictive.monte_carlo import check_chunk_size, check_inputs, sample_log_probs
 from bnn_jax.types import Key
@@ -55,6 +55,7 @@ def local_log_probs(
     Example:
       >>> lp = predictive.local_log_probs(post, x, key=key, num_samples=30)
     """
+    check_task(posterior.likelihood, "classification", "local_log_probs")
     check_num_samples(num_samples)
     check_chunk_size(chunk_size)
     check_inputs(x)
@@ -100,15 +101,12 @@ def _local_log_probs(posterior, x, key, num_samples, chunk_size):
         z = blocks.from_blocks(structure, mats, others)
         params = posterior.subset.merge(posterior.mean, tree.tree_add(theta, z))
 
-        def interceptor(next_fun, args, kwargs, context):
-            out = next_fun(*args, **kwargs)
-            path = tuple(context.module.path)
-            if context.method_name != "__call__" or not isinstance(context.module, nn.Dense):
+        def perturb(layer, conv, inputs, out):
+            del conv
+            if layer.path not in local:
                 return out
-            if path not in local:
-                return out
-            index, block, q, d = local[path]
-            a = args[0]
+            index, block, q, d = local[layer.path]
+            a = inputs
             if block.with_bias:
                 a = jnp.concatenate([a, jnp.ones_like(a[..., :1])], axis=-1)
             a_rot = a if q is None else a @ q[0]
@@ -116,7 +114,7 @@ def _local_log_probs(posterior, x, key, num_samples, chunk_size):
             noise = _normal(jax.random.fold_in(local_key, index), jnp.sqrt(jnp.maximum(w, 0.0)))
             return out + (noise if q is None else noise @ q[1].T).astype(out.dtype)
 
-        with nn.intercept_methods(interceptor):
+        with intercept_layers(params, perturb):
             return posterior.apply_fn(params, xi[None])[0]
 
     def logits_fn(sample_key, inputs):

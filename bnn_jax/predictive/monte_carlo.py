@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from bnn_jax.laplace.posterior import Posterior, check_num_samples, sample_one
+from bnn_jax.losses import check_task
 from bnn_jax.types import Key
 
 __all__ = ["check_chunk_size", "check_inputs", "laplace_log_probs", "sample_log_probs"]
@@ -107,6 +108,7 @@ def laplace_log_probs(
       >>> lp = predictive.laplace_log_probs(post, x_test, key=key, num_samples=30, chunk_size=10)
       >>> probs = jnp.exp(uncertainty.mean_log_probs(lp))                   # [batch, C]
     """
+    check_task(posterior.likelihood, "classification", "laplace_log_probs")
     check_num_samples(num_samples)
     check_chunk_size(chunk_size)
     check_inputs(x)
