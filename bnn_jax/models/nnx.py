@@ -54,13 +54,15 @@ def nnx_apply_fn(module: nnx.Module, state: nnx.State | None = None) -> tuple[Ap
     return apply_fn, nnx.to_pure_dict(params)
 
 
-def split_variables(state: nnx.State) -> tuple[Params, nnx.State]:
-    """``(params, rest)``: the ``nnx.Param`` leaves as a nested dict, and the other variables."""
+def split_variables(state: nnx.State) -> tuple[Params, Params]:
+    """``(params, rest)``: the ``nnx.Param`` leaves and the other variables, as nested dicts of
+    arrays (``nnx.merge`` makes fresh variables from them, so they may cross ``jit``/``grad``
+    boundaries)."""
     params, rest = nnx.split_state(state, nnx.Param, ...)
-    return nnx.to_pure_dict(params), rest
+    return nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
 
 
-def join_variables(module: nnx.Module, params: Params, rest: nnx.State) -> nnx.State:
+def join_variables(module: nnx.Module, params: Params, rest: Params) -> nnx.State:
     """The full state of ``module`` with these ``params`` and other variables."""
     return nnx.state(nnx.merge(nnx.graphdef(module), params, rest))
 
@@ -84,7 +86,7 @@ def forward_fns(module: nnx.Module) -> tuple[Callable, Callable]:
         if tags:
             nnx.reseed(merged, **{t: jax.random.fold_in(key, i) for i, t in enumerate(tags)})
         outputs = merged(x)
-        return outputs, nnx.split(merged, nnx.Param, ...)[2]
+        return outputs, nnx.to_pure_dict(nnx.split(merged, nnx.Param, ...)[2])
 
     def predict(params, rest, x):
         merged = nnx.merge(graphdef, params, rest)
