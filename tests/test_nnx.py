@@ -12,7 +12,6 @@ import pytest
 from flax import nnx
 
 from bnn_jax import curvature, data, laplace, losses, models, predictive, training
-from bnn_jax.curvature.capture import intercept_layers
 
 # ---------------------------------------------------------------- the same three models, twice
 
@@ -194,7 +193,7 @@ def test_nnx_interception_is_scoped_and_per_context():
     def elsewhere():
         other_thread.append(apply_fn(params, x))
 
-    with intercept_layers(params, record):
+    with curvature.intercept_layers(params, record):
         assert nnx.Linear.__call__ is not before[0]
         thread = threading.Thread(target=elsewhere)
         thread.start()

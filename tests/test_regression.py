@@ -211,10 +211,10 @@ def test_marginal_likelihood_learns_the_observation_noise():
         x,
         y,
         key=jax.random.key(0),
-        epochs=1500,
+        epochs=2000,
         batch_size=200,
-        optimizer=optax.adam(1e-2),
-        prior_prec=1.0,
+        optimizer=optax.adam(optax.cosine_decay_schedule(2e-2, 2000)),  # to convergence
+        prior_prec=0.25,
         likelihood=losses.gaussian(sigma=0.2),
         progress=False,
     )
@@ -233,7 +233,7 @@ def test_marginal_likelihood_learns_the_observation_noise():
     )
     tuned, trace = laplace.optimize_marglik(post, steps=500, learning_rate=0.05, tune_noise=True)
     noise = float(laplace.noise_std(tuned))
-    assert abs(noise - 0.1) < 0.01, noise
+    assert abs(noise - 0.1) < 0.01, noise  # the sample's own noise is 0.102
     assert trace.log_marglik[-1] > trace.log_marglik[0]
     np.testing.assert_allclose(
         laplace.log_marginal_likelihood(tuned), trace.log_marglik[-1], rtol=1e-4

@@ -13,7 +13,8 @@ returning a ``Curvature`` NamedTuple of pure functions (see ``base``):
 Fisher types are built by ``mc_fisher``, ``exact_fisher`` and ``empirical_fisher``;
 parameter subsets by the ``subset`` module (``subset.last_layer``, ``subset.where``,
 ``subset.modules``). ``capture`` records Dense/Conv inputs and output gradients of any
-flax.linen model (used by the Kronecker structures and the linearised predictive).
+flax.linen or flax.nnx model (used by the Kronecker structures and the linearised predictive);
+``intercept_layers`` is the hook underneath.
 
 Example:
   >>> from bnn_jax import curvature, losses
@@ -29,7 +30,7 @@ Example:
 from bnn_jax.curvature import subset
 from bnn_jax.curvature.base import Curvature, check_finite, check_hyperparameters
 from bnn_jax.curvature.block_diagonal import BlockDiagonalState, block_diagonal
-from bnn_jax.curvature.capture import Capture, Layer, capture, find_layers
+from bnn_jax.curvature.capture import Capture, Layer, capture, find_layers, intercept_layers
 from bnn_jax.curvature.dense import DenseState, dense
 from bnn_jax.curvature.diagonal import DiagonalState, diagonal
 from bnn_jax.curvature.efb import EfbState, efb
@@ -62,6 +63,7 @@ __all__ = [
     "empirical_fisher",
     "exact_fisher",
     "find_layers",
+    "intercept_layers",
     "kfac",
     "low_rank",
     "mc_fisher",
