@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bnn_jax import checks, models, predictive, training
+from bnn_jax import checks, losses, models, predictive, training
 from bnn_jax.data import check_arrays
 
 __all__ = ["make_member_logits_fn", "member", "sample_log_probs", "stack", "train_ensemble"]
@@ -98,7 +98,7 @@ def train_ensemble(
     batch_size: int,
     optimizer: optax.GradientTransformation | None = None,
     prior_prec: float = 0.0,
-    loss_fn: training.LossFn = training.cross_entropy,
+    likelihood: losses.Likelihood | None = None,
     validation: tuple[Any, Any] | None = None,
     epoch_metrics: Callable[[models.Variables], dict[str, Any]] | None = None,
 ) -> training.TrainResult:
@@ -112,7 +112,7 @@ def train_ensemble(
     XLA:CPU runs convolution gradients inside loops slowly (``training.make_epoch_loop``).
 
     Args:
-      model, x, y, epochs, batch_size, optimizer, prior_prec, loss_fn, validation: as in
+      model, x, y, epochs, batch_size, optimizer, prior_prec, likelihood, validation: as in
         :func:`bnn_jax.training.train`.
       key: PRNG key of the ensemble.
       num_members: ensemble size ``M >= 1``.
@@ -144,15 +144,17 @@ def train_ensemble(
             *validation, num_classes=num_outputs, x_name="validation[0]", y_name="validation[1]"
         )
         validation = tuple(map(jnp.asarray, validation))
+    likelihood = losses.categorical() if likelihood is None else likelihood
     step = training.make_train_step(
-        model, optimizer, num_data=x.shape[0], prior_prec=prior_prec, loss_fn=loss_fn
+        model, optimizer, num_data=x.shape[0], prior_prec=prior_prec, likelihood=likelihood
     )
     member_epoch = training.make_epoch(step, x, y, min(batch_size, x.shape[0]))
 
     def epoch(state: training.TrainState, loop_key: jax.Array, index: jax.Array):
         state, metrics = member_epoch(state, jax.random.fold_in(loop_key, index))
         if validation is not None:
-            metrics.update(training._evaluate(model, state.variables, *validation, loss_fn))
+            outputs = model.apply(state.variables, validation[0])
+            metrics.update(training.evaluate_predictions(outputs, validation[1], likelihood))
         if epoch_metrics is not None:
             metrics.update(epoch_metrics(state.variables))
         return state, metrics

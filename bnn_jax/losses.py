@@ -10,7 +10,12 @@ links) the GGN equals the Fisher information matrix.
 - ``categorical()``: ``-log softmax(f)_y``; gradient ``p - e_y``; Hessian
   ``diag(p) - p p^T``; square root ``L[:, c] = sqrt(p_c) (e_c - p)``.
 - ``gaussian(sigma=s)``: ``||y - f||^2 / (2 s^2) + K/2 log(2 pi s^2)``; gradient
-  ``(f - y) / s^2``; Hessian ``I / s^2``; square root ``I / s``.
+  ``(f - y) / s^2``; Hessian ``I / s^2``; square root ``I / s``. The GGN (and the exact and MC
+  Fisher) therefore scale as ``1 / s^2``; the empirical Fisher as ``1 / s^4``.
+
+``task`` says what a likelihood is for (``"classification"`` or ``"regression"``); predictives
+check it with :func:`check_task`, so a classification predictive on a regression posterior (or
+the reverse) is an error rather than a silent zero.
 
 Example:
   >>> lik = losses.categorical()
@@ -19,15 +24,18 @@ Example:
 """
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnn_jax import checks
 from bnn_jax.types import Key
 
-__all__ = ["Likelihood", "categorical", "gaussian"]
+__all__ = ["Likelihood", "categorical", "check_task", "gaussian"]
+
+TASKS = ("classification", "regression")
 
 
 class Likelihood(NamedTuple):
@@ -45,6 +53,10 @@ class Likelihood(NamedTuple):
       check_targets: ``(outputs_shape, targets) -> None``; raises ``ValueError`` for targets
         of the wrong shape or dtype and, when the values are concrete (not traced), for
         labels out of range or non-finite values.
+      task: ``"classification"`` or ``"regression"``.
+      sigma: the observation noise scale of a Gaussian likelihood (``None`` otherwise).
+      num_outputs: the number ``K`` of outputs per example if the likelihood fixes it (the
+        Gaussian evidence counts ``N K`` targets), else ``None``.
     """
 
     nll: Callable[[jax.Array, jax.Array], jax.Array]
@@ -53,6 +65,19 @@ class Likelihood(NamedTuple):
     hessian_sqrt: Callable[[jax.Array], jax.Array]
     sample: Callable[[Key, jax.Array, int], jax.Array]
     check_targets: Callable[[tuple[int, ...], jax.Array], None]
+    task: str
+    sigma: Any = None
+    num_outputs: int | None = None
+
+
+def check_task(likelihood: Likelihood, task: str, caller: str) -> None:
+    """``ValueError`` unless ``likelihood`` is for ``task``; ``caller`` names the function that
+    needs it (e.g. ``"glm_probit_log_probs"``)."""
+    if likelihood.task != task:
+        raise ValueError(
+            f"posterior: {caller} is for {task}, but the posterior's likelihood is for "
+            f"{likelihood.task}"
+        )
 
 
 def _is_concrete(x) -> bool:
@@ -111,18 +136,37 @@ def categorical() -> Likelihood:
                     f"[{values.min()}, {values.max()}]"
                 )
 
-    return Likelihood(nll, gradient, hessian, hessian_sqrt, sample, check_targets)
+    return Likelihood(
+        nll, gradient, hessian, hessian_sqrt, sample, check_targets, task="classification"
+    )
 
 
-def gaussian(*, sigma: float) -> Likelihood:
-    """Gaussian regression ``y ~ N(f, sigma^2 I)`` with means ``f [batch, K]``, targets
-    ``y [batch, K]`` and a fixed noise scale ``sigma > 0``.
+def gaussian(*, sigma, num_outputs: int | None = None) -> Likelihood:
+    """Gaussian regression ``y ~ N(f, sigma^2 I_K)`` with means ``f [batch, K]``, targets
+    ``y [batch, K]`` and a noise scale ``sigma > 0``.
 
     Formulas: ``nll = ||y - f||^2 / (2 sigma^2) + K/2 log(2 pi sigma^2)``,
     ``gradient = (f - y) / sigma^2``, ``hessian = I / sigma^2``, ``hessian_sqrt = I / sigma``.
+
+    Args:
+      sigma: the noise scale; a number, or a traced scalar (e.g. to differentiate the NLL in
+        ``sigma`` inside ``jax.grad``; only concrete values are checked).
+      num_outputs: ``K``, if given: targets of any other width are refused. The marginal
+        likelihood of a Gaussian posterior away from ``scale = 1`` (e.g. when tuning the noise)
+        needs it, because it counts the ``N K`` target values.
+
+    Example:
+      >>> lik = losses.gaussian(sigma=0.1, num_outputs=1)
+      >>> nll = lik.nll(means, y)                                   # [batch]
     """
-    if not np.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"sigma: expected a finite noise scale > 0, got {sigma}")
+    checks.positive("sigma", sigma)
+    if jnp.ndim(sigma) != 0:
+        raise ValueError(f"sigma: expected a scalar noise scale, got shape {jnp.shape(sigma)}")
+    if num_outputs is not None:
+        num_outputs = checks.positive_int("num_outputs", num_outputs)
+    # a concrete sigma is kept as a Python float, so the likelihood stays hashable (posteriors
+    # hold it as a static field)
+    sigma = sigma if checks.is_traced(sigma) else float(sigma)
 
     def nll(means, targets):
         k = means.shape[-1]
@@ -146,6 +190,11 @@ def gaussian(*, sigma: float) -> Likelihood:
 
     def check_targets(outputs_shape, targets):
         _check_outputs_shape(outputs_shape)
+        if num_outputs is not None and outputs_shape[-1] != num_outputs:
+            raise ValueError(
+                f"apply_fn: the likelihood is gaussian(num_outputs={num_outputs}), but the model "
+                f"has {outputs_shape[-1]} outputs"
+            )
         if targets.shape != tuple(outputs_shape):
             raise ValueError(
                 f"y: expected regression targets of shape {tuple(outputs_shape)}, "
@@ -158,4 +207,14 @@ def gaussian(*, sigma: float) -> Likelihood:
         if _is_concrete(targets) and not np.all(np.isfinite(np.asarray(targets))):
             raise ValueError("y: expected finite regression targets, got NaN or inf")
 
-    return Likelihood(nll, gradient, hessian, hessian_sqrt, sample, check_targets)
+    return Likelihood(
+        nll,
+        gradient,
+        hessian,
+        hessian_sqrt,
+        sample,
+        check_targets,
+        task="regression",
+        sigma=sigma,
+        num_outputs=num_outputs,
+    )

@@ -6,11 +6,18 @@ negative log posterior per example,
     L(theta) = mean_{n in B} nll(f(x_n; theta), y_n) + prior_prec / (2 N) ||theta||^2
                + sum(regularisers the model sows into its "losses" collection),
 
-so ``prior_prec`` is the precision tau of the prior ``N(0, tau^-1 I)`` over all parameters:
-the same tau the Laplace approximation adds to the summed curvature (``scale = 1``).
+with ``nll`` the likelihood's (``losses.categorical()`` by default, ``losses.gaussian(sigma=s)``
+for regression), so ``prior_prec`` is the precision tau of the prior ``N(0, tau^-1 I)`` over all
+parameters: the same tau the Laplace approximation adds to the summed curvature (``scale = 1``).
 ``train`` runs an epoch as a host loop of one jitted step per shuffled minibatch
 (``make_epoch_loop``); ``make_epoch`` is the same epoch as one ``lax.scan``, for vmapping over
 ensemble members inside ``jit``.
+
+Models: flax.linen modules following :mod:`bnn_jax.models`' calling convention, or flax.nnx
+modules called as ``module(x)`` (trained in ``.train()`` mode with every RNG stream reseeded
+from the step's key, evaluated in ``.eval()`` mode; their ``variables`` are the full
+``nnx.State``, for ``models.nnx_apply_fn(module, variables)`` or ``nnx.update(module,
+variables)``; nnx models sow no regularisers). The module passed in is never changed.
 """
 
 from collections.abc import Callable
@@ -21,23 +28,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 from tqdm.auto import tqdm
 
-from bnn_jax import models
+from bnn_jax import checks, losses, models
 from bnn_jax.data import check_arrays, epoch_batches
+from bnn_jax.models import nnx as nnx_models
 from bnn_jax.types import Batch, Key, Params
 
-LossFn = Callable[[jax.Array, jax.Array], jax.Array]
-"""``loss_fn(outputs [batch, ...], targets [batch, ...]) -> per-example NLL [batch]``."""
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Per-example categorical NLL ``-log softmax(logits)[label]``."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+Model = nn.Module | nnx.Module
 
 
 class TrainState(NamedTuple):
-    """Parameters, non-trainable collections (BatchNorm statistics), optimiser state, step."""
+    """Parameters, non-trainable collections (BatchNorm statistics; for nnx models the other
+    variables as an ``nnx.State``), optimiser state, step."""
 
     params: Params
     model_state: dict[str, Any]
@@ -46,8 +50,15 @@ class TrainState(NamedTuple):
 
     @property
     def variables(self) -> models.Variables:
-        """The flax variables dict, ready for ``model.apply``."""
+        """The flax variables dict, ready for ``model.apply`` (linen models)."""
         return {"params": self.params, **self.model_state}
+
+
+def variables_of(model: Model, state: TrainState):
+    """The trained variables: linen's dict, or the full ``nnx.State`` of an nnx model."""
+    if isinstance(model, nnx.Module):
+        return nnx_models.join_variables(model, state.params, state.model_state)
+    return state.variables
 
 
 class TrainResult(NamedTuple):
@@ -58,54 +69,88 @@ class TrainResult(NamedTuple):
 
 
 def init_state(
-    model: nn.Module, optimizer: optax.GradientTransformation, key: Key, input_shape
+    model: Model, optimizer: optax.GradientTransformation, key: Key, input_shape
 ) -> TrainState:
-    """Initialise model variables and optimiser state."""
-    variables = models.init(model, key, tuple(input_shape))
-    return state_from_variables(variables, optimizer)
+    """Initialise model variables and optimiser state (an nnx model is initialised already:
+    its own state is used and ``key`` is not)."""
+    return state_from_variables(_initial_variables(model, key, input_shape), optimizer)
 
 
-def state_from_variables(variables: models.Variables, optimizer) -> TrainState:
-    """A fresh ``TrainState`` (step 0, new optimiser state) around existing variables."""
-    params = variables["params"]
-    model_state = {k: v for k, v in variables.items() if k not in ("params", "losses")}
+def _initial_variables(model: Model, key: Key, input_shape):
+    if isinstance(model, nnx.Module):
+        return nnx.state(model)
+    return models.init(model, key, tuple(input_shape))
+
+
+def state_from_variables(variables, optimizer) -> TrainState:
+    """A fresh ``TrainState`` (step 0, new optimiser state) around existing variables (a linen
+    variables dict, or the ``nnx.State`` of an nnx model)."""
+    if isinstance(variables, nnx.State):
+        params, model_state = nnx_models.split_variables(variables)
+    else:
+        params = variables["params"]
+        model_state = {k: v for k, v in variables.items() if k not in ("params", "losses")}
     return TrainState(params, model_state, optimizer.init(params), jnp.zeros((), jnp.int32))
 
 
-def make_train_step(
-    model: nn.Module,
-    optimizer: optax.GradientTransformation,
-    *,
-    num_data: int,
-    prior_prec: float = 0.0,
-    loss_fn: LossFn = cross_entropy,
-) -> Callable[[TrainState, Batch, Key], tuple[TrainState, dict[str, jax.Array]]]:
-    """One optimisation step ``step(state, batch, key) -> (state, metrics)`` (not jitted).
+def _forward_fns(model: Model):
+    """``forward(params, model_state, x, key) -> (outputs, model_state, sown)`` in training mode
+    and ``predict(params, model_state, x) -> outputs`` in evaluation mode."""
+    if isinstance(model, nnx.Module):
+        train_forward, predict = nnx_models.forward_fns(model)
 
-    ``key`` drives dropout. ``metrics`` holds the minibatch ``loss`` (the objective above),
-    ``nll`` and, for integer targets, ``accuracy``. Runs unchanged with the batch sharded over
-    devices (``jax.sharding``): reductions are means over the batch axis.
-    """
-    if num_data < 1:
-        raise ValueError(f"num_data: expected an integer >= 1, got {num_data}")
-    if prior_prec < 0:
-        raise ValueError(f"prior_prec: expected a precision >= 0, got {prior_prec}")
+        def forward(params, model_state, x, key):
+            outputs, model_state = train_forward(params, model_state, x, key)
+            return outputs, model_state, 0.0
 
-    def objective(params, model_state, batch, key):
+        return forward, predict
+
+    def forward(params, model_state, x, key):
         outputs, updates = model.apply(
             {"params": params, **model_state},
-            batch.x,
+            x,
             train=True,
             rngs={"dropout": key},
             mutable=[*model_state.keys(), "losses"],
         )
-        nll = jnp.mean(loss_fn(outputs, batch.y))
-        decay = 0.5 * prior_prec / num_data * optax.tree.norm(params, squared=True)
+        updates = dict(updates)
         sown = sum(jnp.sum(v) for v in jax.tree.leaves(updates.pop("losses", {})))
+        return outputs, updates, sown
+
+    def predict(params, model_state, x):
+        return model.apply({"params": params, **model_state}, x)
+
+    return forward, predict
+
+
+def make_train_step(
+    model: Model,
+    optimizer: optax.GradientTransformation,
+    *,
+    num_data: int,
+    prior_prec: float = 0.0,
+    likelihood: losses.Likelihood | None = None,
+) -> Callable[[TrainState, Batch, Key], tuple[TrainState, dict[str, jax.Array]]]:
+    """One optimisation step ``step(state, batch, key) -> (state, metrics)`` (not jitted).
+
+    ``key`` drives dropout. ``metrics`` holds the minibatch ``loss`` (the objective above),
+    ``nll`` and, for a classification likelihood (default ``losses.categorical()``),
+    ``accuracy``. Runs unchanged with the batch sharded over devices (``jax.sharding``):
+    reductions are means over the batch axis.
+    """
+    num_data = checks.positive_int("num_data", num_data)
+    checks.nonnegative("prior_prec", prior_prec)
+    likelihood = losses.categorical() if likelihood is None else likelihood
+    forward, _ = _forward_fns(model)
+
+    def objective(params, model_state, batch, key):
+        outputs, model_state, sown = forward(params, model_state, batch.x, key)
+        nll = jnp.mean(likelihood.nll(outputs, batch.y))
+        decay = 0.5 * prior_prec / num_data * optax.tree.norm(params, squared=True)
         metrics = {"nll": nll}
-        if jnp.issubdtype(batch.y.dtype, jnp.integer):
+        if likelihood.task == "classification":
             metrics["accuracy"] = jnp.mean(jnp.argmax(outputs, -1) == batch.y)
-        return nll + decay + sown, (dict(updates), metrics)
+        return nll + decay + sown, (model_state, metrics)
 
     def step(state: TrainState, batch: Batch, key: Key):
         (loss, (model_state, metrics)), grads = jax.value_and_grad(objective, has_aux=True)(
@@ -166,7 +211,7 @@ def make_epoch_loop(
 
 
 def train(
-    model: nn.Module,
+    model: Model,
     x,
     y,
     *,
@@ -175,76 +220,117 @@ def train(
     batch_size: int,
     optimizer: optax.GradientTransformation | None = None,
     prior_prec: float = 0.0,
-    loss_fn: LossFn = cross_entropy,
+    likelihood: losses.Likelihood | None = None,
     validation: tuple[Any, Any] | None = None,
-    variables: models.Variables | None = None,
-    epoch_metrics: Callable[[models.Variables], dict[str, Any]] | None = None,
+    variables=None,
+    epoch_metrics: Callable[[Any], dict[str, Any]] | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train ``model`` on ``(x, y)`` for ``epochs`` epochs of shuffled minibatches.
 
     Args:
-      model: a flax module following :mod:`bnn_jax.models`' calling convention.
-      x, y: training inputs ``[n, ...]`` and targets (int labels or regression targets).
+      model: a flax.linen module following :mod:`bnn_jax.models`' calling convention, or an
+        ``nnx.Module`` (module docstring).
+      x, y: training inputs ``[n, ...]`` and targets (labels ``[n]`` for classification,
+        ``[n, K]`` floats for regression), checked by the likelihood.
       key: PRNG key for initialisation, shuffling and dropout (``fold_in`` per epoch and step).
       epochs, batch_size: positive integers; a batch size above ``n`` is reduced to ``n``.
         Each epoch takes ``n // batch_size`` full batches of a fresh permutation.
       optimizer: optax transformation (default ``optax.adam(1e-3)``).
       prior_prec: Gaussian prior precision tau (weight decay ``tau / (2 n) ||theta||^2``).
-      loss_fn: per-example NLL (default: softmax cross-entropy with integer labels).
+      likelihood: from :mod:`bnn_jax.losses` (default ``losses.categorical()``; e.g.
+        ``losses.gaussian(sigma=0.1)`` for regression).
       validation: optional ``(x_val, y_val)`` evaluated after every epoch.
-      variables: start from these variables instead of a fresh initialisation.
+      variables: start from these variables (linen dict, or an nnx model's ``nnx.State``)
+        instead of a fresh initialisation (linen) or the module's own state (nnx).
       epoch_metrics: optional ``fn(variables) -> {name: value}`` called after every epoch; its
         values are recorded in the history (e.g. the learned Concrete Dropout rates).
       progress: show a tqdm bar over epochs.
 
     Returns:
-      ``TrainResult(variables, history)`` with per-epoch ``loss``, ``nll``, ``accuracy`` (means
-      over the epoch's minibatches) and ``val_nll``, ``val_accuracy`` when ``validation`` given.
+      ``TrainResult(variables, history)`` with per-epoch ``loss``, ``nll``, ``accuracy``
+      (classification; means over the epoch's minibatches) and ``val_nll``, ``val_accuracy``
+      when ``validation`` is given.
+
+    Raises:
+      ValueError: for bad arguments (naming them), and when training diverges (a non-finite
+        loss or parameters after an epoch; with finite data and ``prior_prec`` the cause is the
+        optimiser, e.g. a NaN or too large learning rate).
 
     Example:
       >>> ds = data.load("digits")
       >>> result = train(MLP((100,), 10), ds.x_train, ds.y_train, key=jax.random.key(0),
       ...                epochs=30, batch_size=64, prior_prec=1.0)
     """
-    if epochs < 1:
-        raise ValueError(f"epochs: expected an integer >= 1, got {epochs}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
+    checks.key("key", key)
+    epochs = checks.positive_int("epochs", epochs)
+    batch_size = checks.positive_int("batch_size", batch_size)
+    checks.nonnegative("prior_prec", prior_prec)
+    likelihood = losses.categorical() if likelihood is None else likelihood
     x, y = jnp.asarray(x), jnp.asarray(y)
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(f"x: expected a non-empty array [n, ...], got shape {x.shape}")
     optimizer = optimizer or optax.adam(1e-3)
     init_key, loop_key = jax.random.split(key)
     if variables is None:
-        variables = models.init(model, init_key, x.shape[1:])
-    num_outputs = jax.eval_shape(lambda v: model.apply(v, x[:1]), variables).shape[-1]
-    check_arrays(x, y, num_classes=num_outputs)
-    if validation is not None:
-        check_arrays(
-            *validation, num_classes=num_outputs, x_name="validation[0]", y_name="validation[1]"
-        )
+        variables = _initial_variables(model, init_key, x.shape[1:])
     state = state_from_variables(variables, optimizer)
+    _, predict = _forward_fns(model)
+    num_outputs = jax.eval_shape(predict, state.params, state.model_state, x[:1]).shape[-1]
+    _check_data(likelihood, num_outputs, x, y, "x", "y")
+    if validation is not None:
+        validation = tuple(map(jnp.asarray, validation))
+        _check_data(likelihood, num_outputs, *validation, "validation[0]", "validation[1]")
     batch_size = min(batch_size, x.shape[0])
     step = make_train_step(
-        model, optimizer, num_data=x.shape[0], prior_prec=prior_prec, loss_fn=loss_fn
+        model, optimizer, num_data=x.shape[0], prior_prec=prior_prec, likelihood=likelihood
     )
 
     run_epoch = make_epoch_loop(step, x, y, batch_size)
-    evaluate = jax.jit(lambda v, xv, yv: _evaluate(model, v, xv, yv, loss_fn))
+    evaluate = jax.jit(lambda p, s, xv, yv: evaluate_predictions(predict(p, s, xv), yv, likelihood))
+    finite = jax.jit(lambda p: jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in p])))
     history: dict[str, list] = {}
     for epoch in tqdm(range(epochs), desc="train", disable=not progress, leave=False):
         state, metrics = run_epoch(state, jax.random.fold_in(loop_key, epoch))
+        _check_divergence(epoch, metrics["loss"], finite(jax.tree.leaves(state.params)))
         if validation is not None:
-            metrics.update(evaluate(state.variables, *map(jnp.asarray, validation)))
+            metrics.update(evaluate(state.params, state.model_state, *validation))
         if epoch_metrics is not None:
-            metrics.update(epoch_metrics(state.variables))
+            metrics.update(epoch_metrics(variables_of(model, state)))
         for name, value in metrics.items():
             history.setdefault(name, []).append(np.asarray(value))
-    return TrainResult(state.variables, {k: np.asarray(v) for k, v in history.items()})
+    history = {k: np.asarray(v) for k, v in history.items()}
+    return TrainResult(variables_of(model, state), history)
 
 
-def _evaluate(model, variables, x, y, loss_fn) -> dict[str, jax.Array]:
-    outputs = model.apply(variables, x)
-    metrics = {"val_nll": jnp.mean(loss_fn(outputs, y))}
-    if jnp.issubdtype(y.dtype, jnp.integer):
+def _check_data(likelihood, num_outputs: int, x, y, x_name: str, y_name: str) -> None:
+    classification = likelihood.task == "classification"
+    check_arrays(
+        x, y, num_classes=num_outputs if classification else None, x_name=x_name, y_name=y_name
+    )
+    try:
+        likelihood.check_targets((x.shape[0], num_outputs), y)
+    except ValueError as err:
+        if y_name == "y":
+            raise
+        raise ValueError(f"{y_name}: {err}") from None
+
+
+def _check_divergence(epoch: int, loss, params_finite) -> None:
+    loss, params_finite = float(loss), bool(params_finite)
+    if np.isfinite(loss) and params_finite:
+        return
+    parameters = "finite" if params_finite else "not finite"
+    raise ValueError(
+        f"optimizer: training diverged in epoch {epoch} (mean loss {loss}, parameters "
+        f"{parameters}); the data and prior_prec are finite, so the optimiser's updates are not: "
+        "check its learning rate (NaN or too large)"
+    )
+
+
+def evaluate_predictions(outputs, y, likelihood) -> dict[str, jax.Array]:
+    """``val_nll`` (mean NLL) and, for classification, ``val_accuracy`` of ``outputs``."""
+    metrics = {"val_nll": jnp.mean(likelihood.nll(outputs, y))}
+    if likelihood.task == "classification":
         metrics["val_accuracy"] = jnp.mean(jnp.argmax(outputs, -1) == y)
     return metrics

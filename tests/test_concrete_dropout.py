@@ -9,7 +9,7 @@ import pytest
 import scipy.integrate
 import scipy.special
 
-from bnn_jax import data, dropout, models, training, uncertainty
+from bnn_jax import data, dropout, losses, models, training, uncertainty
 from bnn_jax.types import Batch
 
 
@@ -167,7 +167,7 @@ def _fit_rates(num_data: int, epochs: int, batch_size: int) -> dict[str, float]:
         epochs=epochs,
         batch_size=batch_size,
         optimizer=optax.adam(1e-2),
-        loss_fn=lambda f, t: 0.5 * jnp.sum((f - t) ** 2, -1),
+        likelihood=losses.gaussian(sigma=1.0),
         progress=False,
     )
     return {k: float(v) for k, v in dropout.concrete_rates(result.variables["params"]).items()}

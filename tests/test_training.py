@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from bnn_jax import data, models, training
+from bnn_jax import data, losses, models, training
 from bnn_jax.types import Batch
 
 
@@ -138,3 +138,119 @@ def test_bad_input_errors():
         training.train(model, x, y + 3, epochs=1, batch_size=4, **common)
     with pytest.raises(ValueError, match="prior_prec"):
         training.make_train_step(model, optax.sgd(0.1), num_data=8, prior_prec=-1.0)
+
+
+def _probe_data():
+    x = jax.random.normal(jax.random.key(0), (8, 2))
+    return models.MLP((4,), 3), x, jnp.arange(8) % 3
+
+
+def test_nan_prior_precision_is_refused_before_training():
+    model, x, y = _probe_data()
+    with pytest.raises(ValueError, match="prior_prec: expected a finite value >= 0, got nan"):
+        training.train(
+            model, x, y, key=jax.random.key(0), epochs=1, batch_size=4, prior_prec=float("nan")
+        )
+
+
+@pytest.mark.parametrize("epochs, batch_size", [(1, 8), (2, 4)])
+def test_nan_learning_rate_is_reported_as_divergence(epochs, batch_size):
+    """One step (finite loss, NaN parameters) or several: a clear error naming the optimizer."""
+    model, x, y = _probe_data()
+    with pytest.raises(
+        ValueError, match=r"optimizer: training diverged in epoch 0 .*learning rate"
+    ):
+        training.train(
+            model,
+            x,
+            y,
+            key=jax.random.key(0),
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer=optax.sgd(float("nan")),
+            progress=False,
+        )
+
+
+def test_float_labels_for_a_classification_likelihood_are_refused():
+    model, x, y = _probe_data()
+    with pytest.raises(ValueError, match="y: expected an integer dtype for class labels"):
+        training.train(
+            model, x, y.astype(jnp.float32), key=jax.random.key(0), epochs=1, batch_size=4
+        )
+
+
+def test_labels_of_shape_n_by_1_are_refused():
+    model, x, y = _probe_data()
+    with pytest.raises(ValueError, match=r"y: expected integer labels of shape \(8,\)"):
+        training.train(model, x, y[:, None], key=jax.random.key(0), epochs=1, batch_size=4)
+
+
+def test_validation_targets_are_checked_by_the_likelihood():
+    model, x, y = _probe_data()
+    with pytest.raises(ValueError, match=r"validation\[1\]: y: expected an integer dtype"):
+        training.train(
+            model,
+            x,
+            y,
+            key=jax.random.key(0),
+            epochs=1,
+            batch_size=4,
+            validation=(x, y.astype(jnp.float32)),
+        )
+
+
+def test_empty_data_is_refused():
+    model, x, y = _probe_data()
+    with pytest.raises(ValueError, match=r"x: expected a non-empty array \[n, ...\]"):
+        training.train(model, x[:0], y[:0], key=jax.random.key(0), epochs=1, batch_size=4)
+
+
+@pytest.mark.parametrize("name, value", [("batch_size", 2.5), ("epochs", 1.5), ("epochs", "3")])
+def test_non_integer_batch_size_and_epochs_are_refused(name, value):
+    model, x, y = _probe_data()
+    kwargs = {"epochs": 1, "batch_size": 4, name: value}
+    with pytest.raises(ValueError, match=f"{name}: expected an integer >= 1, got {value!r}"):
+        training.train(model, x, y, key=jax.random.key(0), **kwargs)
+
+
+@pytest.mark.parametrize("key", [0, "abc", None])
+def test_keys_that_are_not_prng_keys_are_refused(key):
+    model, x, y = _probe_data()
+    with pytest.raises(ValueError, match=r"key: expected a PRNG key from jax\.random\.key"):
+        training.train(model, x, y, key=key, epochs=1, batch_size=4)
+
+
+def test_regression_training_with_a_gaussian_likelihood():
+    """Float targets [n, K] with ``likelihood=losses.gaussian``: the NLL is the Gaussian's,
+    the history has no accuracy, and classification-style targets are refused."""
+    x = jax.random.normal(jax.random.key(0), (32, 2))
+    y = jnp.stack([x[:, 0] - x[:, 1], 2 * x[:, 0]], axis=1)
+    lik = losses.gaussian(sigma=0.5)
+    model = models.MLP((16,), 2)
+    result = training.train(
+        model,
+        x,
+        y,
+        key=jax.random.key(1),
+        epochs=60,
+        batch_size=16,
+        optimizer=optax.adam(1e-2),
+        likelihood=lik,
+        validation=(x, y),
+        progress=False,
+    )
+    assert set(result.history) == {"loss", "nll", "val_nll"}
+    outputs = models.make_apply_fn(model, result.variables)(result.variables["params"], x)
+    np.testing.assert_allclose(result.history["val_nll"][-1], lik.nll(outputs, y).mean(), rtol=1e-5)
+    assert result.history["nll"][-1] < result.history["nll"][0] - 1.0
+    with pytest.raises(ValueError, match="y: expected a floating dtype"):
+        training.train(
+            model,
+            x,
+            jnp.zeros((32, 2), jnp.int32),
+            key=jax.random.key(1),
+            epochs=1,
+            batch_size=16,
+            likelihood=lik,
+        )

@@ -19,8 +19,9 @@ parameter subsets by the ``subset`` module (``subset.last_layer``, ``subset.wher
 ``blocks.separate_bias``.
 
 Building blocks for new structures (each module documents its formulas): ``layout`` (paths,
-shapes, ravel order), ``capture`` (Dense/Conv inputs and output gradients of any flax
-model), ``blocks`` (the layer blocks of the selected parameters and their batch statistics),
+shapes, ravel order), ``capture`` (Dense/Conv inputs and output gradients of any flax.linen
+or flax.nnx model; ``intercept_layers`` is the hook underneath), ``blocks`` (the layer blocks
+of the selected parameters and their batch statistics),
 ``kron`` (Kronecker factors, eigenbases, priors), ``layerwise`` (the skeleton of the
 layer-wise structures and the ``layer_precisions`` capability the fast predictives use),
 ``fisher`` and ``per_example``. (``curvature.capture`` is the capture function; its module is
@@ -47,7 +48,7 @@ from bnn_jax.curvature.base import (
 )
 from bnn_jax.curvature.block_diagonal import BlockDiagonalState, block_diagonal
 from bnn_jax.curvature.blocks import BiasLayout, Block, Structure
-from bnn_jax.curvature.capture import Capture, Layer, capture, find_layers
+from bnn_jax.curvature.capture import Capture, Layer, capture, find_layers, intercept_layers
 from bnn_jax.curvature.dense import DenseState, dense
 from bnn_jax.curvature.diagonal import DiagonalState, diagonal
 from bnn_jax.curvature.efb import EfbState, efb
@@ -91,6 +92,7 @@ __all__ = [
     "exact_fisher",
     "example_inputs",
     "find_layers",
+    "intercept_layers",
     "kfac",
     "kron",
     "layerwise",

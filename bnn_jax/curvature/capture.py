@@ -1,20 +1,33 @@
-"""Capture each ``nn.Dense``/``nn.Conv`` layer's input and the gradient at its output.
+"""Capture each Dense/Conv layer's input and the gradient at its output.
 
-Works for any unmodified flax.linen model behind a pure ``apply_fn(params, x)``: the forward
-pass runs under ``nn.intercept_methods``; every Dense/Conv call records its input and adds a
-zero perturbation ``eps`` to its output. The vector-Jacobian product of the outputs with respect
-to the perturbations is the gradient at each layer's output, ``b = d(c^T f)/d(layer output)``,
-for any output-space cotangent ``c``: one forward pass, one backward pass per cotangent, no
-parameter gradients and no per-example gradients.
+Works for any unmodified flax model behind a pure ``apply_fn(params, x)``, linen (``nn.Dense``,
+``nn.Conv``) or nnx (``nnx.Linear``, ``nnx.Conv``, e.g. ``apply_fn = lambda p, x:
+nnx.merge(graphdef, p, rest)(x)``, see ``models.nnx_apply_fn``). Inside :func:`intercept_layers`
+every such call is handed to a function that may record its input and change its output: linen
+modules through ``nn.intercept_methods``; nnx modules through ``nnx.Linear.__call__`` and
+``nnx.Conv.__call__``, which are swapped for a dispatcher while (and only while) some thread is
+inside the block; the dispatcher calls the original method and, in the context that entered
+the block (a ``ContextVar``), the interceptor. ``capture`` records every Dense/Conv input and
+adds a zero perturbation ``eps`` to its output. The vector-Jacobian product of the outputs with
+respect to the perturbations is the gradient at each layer's output,
+``b = d(c^T f)/d(layer output)``, for any output-space cotangent ``c``: one forward pass, one
+backward pass per cotangent, no parameter gradients and no per-example gradients.
+
+Parameter paths: a linen layer's parameters are ``module.path + ("kernel",)`` (and
+``"bias"``). An nnx layer does not know where its parameters sit in ``params``; its kernel and
+bias are found by identity among the leaves of the ``params`` given to ``apply_fn`` (what
+``nnx.merge`` puts into the module), so ``apply_fn`` must hand those arrays to the module
+unchanged (no casting or copying); a layer whose kernel is not among them is not captured (its
+parameters count as "other" parameters).
 
 A layer's weight gradient is then ``sum_t a_t b_t^T`` over its positions ``t``:
 
-- ``nn.Dense`` on inputs ``[B, ..., d_in]``: ``a_t`` is the input at position ``t`` (``T`` is
-  the product of the middle axes, 1 for ``[B, d_in]``);
-- ``nn.Conv``: ``a_t`` is the input patch at output location ``t`` (KFC, Grosse & Martens
-  2016), flattened in the order of the kernel's leading axes ``(kh, kw, c_in)``, so that the
-  output is ``a_t @ kernel.reshape(-1, c_out) + bias``. Patches follow the module's own
-  padding, strides and dilations (``bnn_jax.curvature.patches``).
+- Dense on inputs ``[B, ..., d_in]``: ``a_t`` is the input at position ``t`` (``T`` is the
+  product of the middle axes, 1 for ``[B, d_in]``);
+- Conv: ``a_t`` is the input patch at output location ``t`` (KFC, Grosse & Martens 2016),
+  flattened in the order of the kernel's leading axes ``(kh, kw, c_in)``, so that the output is
+  ``a_t @ kernel.reshape(-1, c_out) + bias``. Patches follow the module's own padding, strides
+  and dilations (``bnn_jax.curvature.patches``).
 
 Convolutions with ``feature_group_count > 1`` or a ``mask`` are not captured (their parameters
 count as "other" parameters for the curvature structures). A module called several times
@@ -28,20 +41,24 @@ Example (the per-layer Jacobian of output ``k`` for a Dense layer is ``a ⊗ b_k
   >>> a, b = cap.inputs[layers[-1].path], grads[layers[-1].path]   # [B,T,d_in], [K,B,T,d_out]
 """
 
+import contextlib
+import contextvars
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from bnn_jax.curvature.layout import Path
-from bnn_jax.curvature.patches import conv_patches
+from bnn_jax.curvature.layout import Path, leaf_paths
+from bnn_jax.curvature.patches import ConvSpec, conv_patches, conv_spec
 from bnn_jax.types import ApplyFn, Params
 
-__all__ = ["Capture", "Layer", "capture", "find_layers"]
+__all__ = ["Capture", "Layer", "capture", "find_layers", "intercept_layers"]
 
 
 @jax.tree_util.register_static
@@ -50,25 +67,27 @@ class Layer:
     """A Dense or Conv module met in the forward pass (static metadata).
 
     Attributes:
-      path: the module path, e.g. ``("BasicBlock_0", "Conv_1")``; its parameters are
-        ``path + ("kernel",)`` and ``path + ("bias",)`` in the ``params`` pytree.
+      path: the module's path, e.g. ``("BasicBlock_0", "Conv_1")`` (linen) or
+        ``("blocks", "0", "conv")`` (nnx: the parameters' path without the leaf name).
       kind: ``"dense"`` or ``"conv"``.
       kernel_shape: ``[d_in, d_out]`` (Dense) or ``[*window, c_in, c_out]`` (Conv).
       use_bias: whether the module has a bias.
+      kernel_path, bias_path: the paths of the kernel and the bias in the ``params`` pytree
+        (default ``path + ("kernel",)`` and ``path + ("bias",)``, linen's layout).
     """
 
     path: Path
     kind: str
     kernel_shape: tuple[int, ...]
     use_bias: bool
+    kernel_path: Path = None
+    bias_path: Path = None
 
-    @property
-    def kernel_path(self) -> Path:
-        return (*self.path, "kernel")
-
-    @property
-    def bias_path(self) -> Path:
-        return (*self.path, "bias")
+    def __post_init__(self):
+        if self.kernel_path is None:
+            object.__setattr__(self, "kernel_path", (*self.path, "kernel"))
+        if self.bias_path is None:
+            object.__setattr__(self, "bias_path", (*self.path, "bias"))
 
     @property
     def in_features(self) -> int:
@@ -80,38 +99,150 @@ class Layer:
         return self.kernel_shape[-1]
 
 
+Interceptor = Callable[[Layer, ConvSpec | None, jax.Array, jax.Array], jax.Array]
+"""``fn(layer, conv, inputs, outputs) -> outputs`` for one Dense/Conv call (``conv`` is the
+convolution's :class:`~bnn_jax.curvature.patches.ConvSpec`, ``None`` for Dense layers)."""
+
+
+def _linen_layer(module: nn.Module) -> Layer | None:
+    if isinstance(module, nn.Dense):
+        kind = "dense"
+    elif isinstance(module, nn.Conv) and module.feature_group_count == 1 and module.mask is None:
+        kind = "conv"
+    else:
+        return None
+    kernel_shape = tuple(int(d) for d in module.get_variable("params", "kernel").shape)
+    return Layer(tuple(module.path), kind, kernel_shape, bool(module.use_bias))
+
+
+def _nnx_layer(module: nnx.Module, paths: dict[int, Path]) -> Layer | None:
+    grouped = isinstance(module, nnx.Conv) and module.feature_group_count != 1
+    if grouped or getattr(module, "mask", None) is not None:
+        return None
+    kernel = module.kernel.get_value()
+    kernel_path = paths.get(id(kernel))
+    if kernel_path is None:
+        return None
+    use_bias = module.bias is not None
+    bias_path = paths.get(id(module.bias.get_value())) if use_bias else None
+    if use_bias and bias_path is None:
+        return None
+    kind = "conv" if isinstance(module, nnx.Conv) else "dense"
+    shape = tuple(int(d) for d in kernel.shape)
+    return Layer(kernel_path[:-1], kind, shape, use_bias, kernel_path, bias_path)
+
+
+# The nnx dispatcher: installed on nnx.Linear/nnx.Conv while any thread is inside
+# ``intercept_layers`` (reference counted), calling the interceptors of the current context.
+_NNX_INTERCEPTORS: contextvars.ContextVar[tuple] = contextvars.ContextVar(
+    "bnn_jax_nnx_interceptors", default=()
+)
+_NNX_LOCK = threading.Lock()
+_NNX_USERS = 0
+_NNX_ORIGINALS = {cls: cls.__call__ for cls in (nnx.Linear, nnx.Conv)}
+
+
+def _nnx_dispatcher(original):
+    def __call__(self, inputs, *args, **kwargs):
+        out = original(self, inputs, *args, **kwargs)
+        for handler in _NNX_INTERCEPTORS.get():
+            out = handler(self, inputs, out)
+        return out
+
+    return __call__
+
+
+@contextlib.contextmanager
+def _nnx_hooks(handler) -> Iterator[None]:
+    global _NNX_USERS
+    with _NNX_LOCK:
+        if _NNX_USERS == 0:
+            for cls, original in _NNX_ORIGINALS.items():
+                cls.__call__ = _nnx_dispatcher(original)
+        _NNX_USERS += 1
+    token = _NNX_INTERCEPTORS.set((*_NNX_INTERCEPTORS.get(), handler))
+    try:
+        yield
+    finally:
+        _NNX_INTERCEPTORS.reset(token)
+        with _NNX_LOCK:
+            _NNX_USERS -= 1
+            if _NNX_USERS == 0:
+                for cls, original in _NNX_ORIGINALS.items():
+                    cls.__call__ = original
+
+
+def _identity_paths(params: Params) -> dict[int, Path]:
+    """``id(leaf) -> path`` for the leaves of ``params`` (leaves held twice are left out)."""
+    paths: dict[int, Path] = {}
+    shared = set()
+    for path, leaf in zip(leaf_paths(params), jax.tree.leaves(params), strict=True):
+        if id(leaf) in paths:
+            shared.add(id(leaf))
+        paths[id(leaf)] = path
+    return {i: p for i, p in paths.items() if i not in shared}
+
+
+@contextlib.contextmanager
+def intercept_layers(params: Params, fn: Interceptor) -> Iterator[None]:
+    """Within the block, every Dense/Conv call of a model applied to ``params`` returns
+    ``fn(layer, conv, inputs, outputs)`` instead of ``outputs``.
+
+    ``params`` must be the very pytree handed to ``apply_fn`` inside the block (nnx layers are
+    matched to their parameters by identity). Trace ``apply_fn`` afresh inside the block: a
+    trace cached by ``jax.jit`` does not run the interceptor. Nothing outside the block changes.
+
+    Example (record every layer's input):
+      >>> seen = []
+      >>> def record(layer, conv, inputs, outputs):
+      ...     seen.append((layer.path, inputs.shape))
+      ...     return outputs
+      >>> with intercept_layers(params, record):
+      ...     apply_fn(params, x)
+    """
+    paths = _identity_paths(params)
+
+    def linen(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name != "__call__":
+            return out
+        layer = _linen_layer(context.module)
+        if layer is None:
+            return out
+        conv = conv_spec(context.module) if layer.kind == "conv" else None
+        return fn(layer, conv, args[0], out)
+
+    def nnx_handler(module, inputs, out):
+        layer = _nnx_layer(module, paths)
+        if layer is None:
+            return out
+        conv = conv_spec(module) if layer.kind == "conv" else None
+        return fn(layer, conv, inputs, out)
+
+    with nn.intercept_methods(linen), _nnx_hooks(nnx_handler):
+        yield
+
+
 class _Call(NamedTuple):
     layer: Layer
     output: jax.ShapeDtypeStruct
-    patch_module: nn.Module | None
-
-
-def _kind(module: nn.Module) -> str | None:
-    if isinstance(module, nn.Dense):
-        return "dense"
-    if isinstance(module, nn.Conv) and module.feature_group_count == 1 and module.mask is None:
-        return "conv"
-    return None
+    conv: ConvSpec | None
 
 
 def _trace_calls(apply_fn: ApplyFn, params: Params, x: jax.Array) -> list[_Call]:
     calls: list[_Call] = []
 
-    def interceptor(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        kind = _kind(context.module) if context.method_name == "__call__" else None
-        if kind is not None:
-            module = context.module
-            kernel_shape = tuple(int(d) for d in module.get_variable("params", "kernel").shape)
-            layer = Layer(tuple(module.path), kind, kernel_shape, bool(module.use_bias))
-            patch_module = module.clone(parent=None) if kind == "conv" else None
-            calls.append(_Call(layer, jax.ShapeDtypeStruct(out.shape, out.dtype), patch_module))
+    def record(layer, conv, inputs, out):
+        calls.append(_Call(layer, jax.ShapeDtypeStruct(out.shape, out.dtype), conv))
         return out
 
-    with nn.intercept_methods(interceptor):
+    def traced(p, inputs):
         # A fresh function object: jax.eval_shape caches traces by function identity, and a
         # cached trace would not run the interceptor.
-        jax.eval_shape(lambda p, inputs: apply_fn(p, inputs), params, x)
+        with intercept_layers(p, record):
+            return apply_fn(p, inputs)
+
+    jax.eval_shape(traced, params, x)
     return calls
 
 
@@ -167,7 +298,7 @@ def capture(
     function for the gradients at their outputs.
 
     Args:
-      apply_fn: ``apply_fn(params, x) -> outputs [B, K]`` using flax.linen modules.
+      apply_fn: ``apply_fn(params, x) -> outputs [B, K]`` using flax.linen or nnx modules.
       params: the full parameters.
       x: inputs ``[B, ...]``.
       paths: module paths to capture (default: every Dense/Conv layer). The backward pass
@@ -186,18 +317,13 @@ def capture(
     def perturbed(eps: list[jax.Array]) -> tuple[jax.Array, list[jax.Array]]:
         recorded: list[Any] = []
 
-        def interceptor(next_fun, args, kwargs, context):
-            out = next_fun(*args, **kwargs)
-            if context.method_name != "__call__" or _kind(context.module) is None:
-                return out
-            if len(recorded) < len(calls) and tuple(context.module.path) == (
-                calls[len(recorded)].layer.path
-            ):
+        def perturb(layer, conv, inputs, out):
+            if len(recorded) < len(calls) and layer.path == calls[len(recorded)].layer.path:
                 out = out + eps[len(recorded)]
-                recorded.append(args[0])
+                recorded.append(inputs)
             return out
 
-        with nn.intercept_methods(interceptor):
+        with intercept_layers(params, perturb):
             outputs = apply_fn(params, x)
         return outputs, recorded
 
@@ -208,7 +334,7 @@ def capture(
     inputs = []
     for call, raw in zip(calls, raw_inputs, strict=True):
         if call.layer.kind == "conv":
-            raw = conv_patches(call.patch_module, raw)
+            raw = conv_patches(call.conv, raw)
         inputs.append(_per_position(raw, batch, call.layer.in_features, call.layer.path))
 
     def backward(cotangent: jax.Array) -> dict[Path, jax.Array]:

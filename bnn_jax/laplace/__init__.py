@@ -12,7 +12,12 @@ Example:
   >>> thetas = laplace.sample(post, key, 30)                # leading sample axis
 """
 
-from bnn_jax.laplace.marglik import MarglikTrace, log_marginal_likelihood, optimize_marglik
+from bnn_jax.laplace.marglik import (
+    MarglikTrace,
+    log_marginal_likelihood,
+    noise_std,
+    optimize_marglik,
+)
 from bnn_jax.laplace.posterior import Posterior, fit, log_det, sample, sample_one
 from bnn_jax.laplace.search import SearchResult, error_plus_ece, search, validation_objective
 
@@ -24,6 +29,7 @@ __all__ = [
     "fit",
     "log_det",
     "log_marginal_likelihood",
+    "noise_std",
     "optimize_marglik",
     "sample",
     "sample_one",

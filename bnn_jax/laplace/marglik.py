@@ -13,6 +13,23 @@ likelihood term and the curvature alike (laplace-torch does the same with its te
 so ``s = 1`` is the ordinary evidence. The MAP is kept fixed when ``(s, tau)`` change (no
 retraining), as usual. For Kronecker structures with ``kron.per_factor_prior()`` the
 log-determinant is that of their per-factor precision.
+
+Gaussian likelihoods (regression): tempering ``N(y; f, sigma^2 I)`` by ``s`` gives, up to a
+constant, ``N(y; f, sigma^2 / s I)``, and its GGN is ``s C`` (``C`` was estimated at ``sigma``
+and scales as ``1 / sigma^2``). So for a Gaussian posterior the scale *is* the observation
+noise: the posterior with scale ``s`` is the (untempered) posterior of the noise
+``sigma_s = sigma / sqrt(s)`` (``noise_std``), and its evidence is that of the normalised
+Gaussian. With ``M = N K`` target values (``N = state.num_data`` examples, ``K =
+likelihood.num_outputs``) and the squared residuals recovered from the stored NLL,
+``SSE / (2 sigma^2) = NLL(theta*) - M/2 log(2 pi sigma^2)``,
+
+    -NLL_s(theta*) = -s SSE / (2 sigma^2) - M/2 log(2 pi sigma^2 / s)
+
+replaces ``-s NLL(theta*)`` above (they agree at ``s = 1``). Its stationary point in ``s`` is
+MacKay's ``sigma_s^2 = (SSE + sigma_s^2 tr(Sigma s C)) / M``. ``optimize_marglik(...,
+tune_noise=True)`` tunes ``sigma_s`` jointly with ``tau`` this way and returns the posterior
+with the new scale ``s = sigma^2 / sigma_s^2``; the likelihood, the curvature and ``train_nll``
+stay those of the fit, so every predictive sees the new noise through the scale.
 """
 
 from typing import NamedTuple
@@ -25,7 +42,47 @@ import optax
 from bnn_jax import checks, tree
 from bnn_jax.laplace.posterior import Posterior, check_posterior, check_scalar_hyperparameters
 
-__all__ = ["MarglikTrace", "log_marginal_likelihood", "optimize_marglik"]
+__all__ = ["MarglikTrace", "log_marginal_likelihood", "noise_std", "optimize_marglik"]
+
+
+def _is_gaussian(posterior: Posterior) -> bool:
+    return posterior.likelihood.task == "regression"
+
+
+def _check_num_outputs(posterior: Posterior) -> None:
+    if _is_gaussian(posterior) and posterior.likelihood.num_outputs is None:
+        raise ValueError(
+            "posterior: the marginal likelihood of a Gaussian posterior counts the N K target "
+            "values; fit it with losses.gaussian(sigma=..., num_outputs=K)"
+        )
+
+
+def noise_std(posterior: Posterior, scale=None) -> jax.Array:
+    """The observation noise ``sigma / sqrt(scale)`` of a Gaussian (regression) posterior, with
+    ``sigma`` its likelihood's (module docstring); ``scale`` defaults to ``posterior.scale``.
+
+    Example:
+      >>> post, _ = laplace.optimize_marglik(post, steps=300, learning_rate=0.05,
+      ...                                    tune_noise=True)
+      >>> float(laplace.noise_std(post))                  # the learned noise
+    """
+    if not _is_gaussian(posterior):
+        raise ValueError(
+            "posterior: noise_std is for regression, but the posterior's likelihood is for "
+            f"{posterior.likelihood.task}"
+        )
+    scale = posterior.scale if scale is None else scale
+    return posterior.likelihood.sigma * jax.lax.rsqrt(jnp.asarray(scale, posterior.scale.dtype))
+
+
+def _data_term(posterior: Posterior, scale) -> jax.Array:
+    """``s NLL(theta*)``, or for a Gaussian posterior the NLL at noise ``sigma / sqrt(s)``."""
+    if not _is_gaussian(posterior):
+        return scale * posterior.train_nll
+    num_targets = posterior.state.num_data * posterior.likelihood.num_outputs
+    log_norm = jnp.log(2 * jnp.pi * posterior.likelihood.sigma**2)
+    quadratic = posterior.train_nll - 0.5 * num_targets * log_norm  # SSE / (2 sigma^2)
+    return scale * quadratic + 0.5 * num_targets * (log_norm - jnp.log(scale))
 
 
 def log_marginal_likelihood(posterior: Posterior, scale=None, prior_prec=None) -> jax.Array:
@@ -36,7 +93,8 @@ def log_marginal_likelihood(posterior: Posterior, scale=None, prior_prec=None) -
 
     Args:
       posterior: a fitted :class:`Posterior`.
-      scale: ``s > 0`` (default ``posterior.scale``).
+      scale: ``s > 0`` (default ``posterior.scale``); for a Gaussian posterior the noise
+        ``sigma / sqrt(s)``.
       prior_prec: ``tau > 0`` (default ``posterior.prior_prec``).
 
     Example:
@@ -47,6 +105,7 @@ def log_marginal_likelihood(posterior: Posterior, scale=None, prior_prec=None) -
     scale = posterior.scale if scale is None else scale
     prior_prec = posterior.prior_prec if prior_prec is None else prior_prec
     check_scalar_hyperparameters(scale, prior_prec)
+    _check_num_outputs(posterior)
     return _jitted_log_marginal_likelihood(posterior, scale, prior_prec)
 
 
@@ -55,7 +114,7 @@ def _log_marginal_likelihood(posterior: Posterior, scale, prior_prec) -> jax.Arr
     num_params = tree.tree_size(theta)
     log_det = posterior.curvature.log_det(posterior.state, scale, prior_prec)
     return (
-        -scale * posterior.train_nll
+        -_data_term(posterior, scale)
         - 0.5 * prior_prec * tree.tree_dot(theta, theta)
         + 0.5 * num_params * jnp.log(prior_prec)
         - 0.5 * log_det
@@ -83,6 +142,7 @@ def optimize_marglik(
     steps: int,
     learning_rate: float,
     tune_scale: bool = False,
+    tune_noise: bool = False,
 ) -> tuple[Posterior, MarglikTrace]:
     """Maximise the log marginal likelihood over ``log prior_prec`` (and ``log scale``) with Adam.
 
@@ -93,7 +153,9 @@ def optimize_marglik(
       posterior: a fitted :class:`Posterior` with ``prior_prec > 0``.
       steps: number of Adam steps (>= 1).
       learning_rate: Adam step size in log space (e.g. 0.1).
-      tune_scale: also tune ``log scale`` (otherwise ``scale`` stays fixed).
+      tune_scale: also tune ``log scale`` (otherwise ``scale`` stays fixed); classification.
+      tune_noise: also tune the observation noise of a Gaussian posterior (through its scale,
+        ``noise_std = sigma / sqrt(scale)``; module docstring).
 
     Returns:
       ``(tuned_posterior, trace)``: the posterior with the final ``(scale, prior_prec)`` and a
@@ -106,13 +168,26 @@ def optimize_marglik(
     Example:
       >>> post, trace = laplace.optimize_marglik(post, steps=100, learning_rate=0.1)
       >>> float(post.prior_prec), trace.log_marglik[-1]
+      >>> reg, _ = laplace.optimize_marglik(reg, steps=300, learning_rate=0.05, tune_noise=True)
+      >>> float(laplace.noise_std(reg))
     """
     steps = checks.positive_int("steps", steps)
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, int | float):
         raise ValueError(f"learning_rate: expected a number > 0, got {learning_rate!r}")
     checks.positive("learning_rate", learning_rate)
     check_posterior(posterior)
-    tuned, trace = _optimize(posterior, steps, float(learning_rate), bool(tune_scale))
+    if tune_noise and not _is_gaussian(posterior):
+        raise ValueError(
+            "tune_noise: the posterior's likelihood is for "
+            f"{posterior.likelihood.task}; only a Gaussian (regression) posterior has a noise"
+        )
+    if tune_scale and _is_gaussian(posterior):
+        raise ValueError(
+            "tune_scale: for a Gaussian posterior the scale is the observation noise; "
+            "use tune_noise=True"
+        )
+    _check_num_outputs(posterior)
+    tuned, trace = _optimize(posterior, steps, float(learning_rate), bool(tune_scale or tune_noise))
     finite = np.isfinite(np.asarray(trace.log_marglik))
     finite &= np.isfinite(np.asarray(trace.prior_prec)) & np.isfinite(np.asarray(trace.scale))
     final = [np.asarray(v) for v in (tuned.scale, tuned.prior_prec)]

@@ -1,4 +1,5 @@
-"""Flax (linen) models sharing one calling convention, and helpers to use them as pure functions.
+"""Flax (linen) models sharing one calling convention, and helpers to use linen and nnx models as
+pure functions (``make_apply_fn``, ``nnx_apply_fn``).
 
 ``model.apply(variables, x, train=False, mc_dropout=False, rngs=...)``: ``train`` switches on
 dropout and BatchNorm batch statistics; ``mc_dropout`` switches on dropout only.
@@ -18,6 +19,7 @@ from bnn_jax.models.core import (
 )
 from bnn_jax.models.lenet import LeNet5
 from bnn_jax.models.mlp import MLP
+from bnn_jax.models.nnx import nnx_apply_fn
 from bnn_jax.models.resnet import BasicBlock, ResNet
 
 __all__ = [
@@ -33,4 +35,5 @@ __all__ = [
     "init",
     "make_apply_fn",
     "make_per_example_dropout_apply_fn",
+    "nnx_apply_fn",
 ]

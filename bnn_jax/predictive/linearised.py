@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from bnn_jax import checks, chunking
 from bnn_jax.laplace.posterior import Posterior, check_posterior
+from bnn_jax.losses import check_task
 from bnn_jax.predictive import kronecker
 from bnn_jax.predictive.monte_carlo import check_inputs
 from bnn_jax.types import Key
@@ -112,6 +113,7 @@ def glm_probit_log_probs(
     Example:
       >>> log_probs = predictive.glm_probit_log_probs(post, x_test)
     """
+    check_task(posterior.likelihood, "classification", "glm_probit_log_probs")
     moments = glm_moments(posterior, x, chunk_size=chunk_size)
     variance = jnp.diagonal(moments.covariance, axis1=-2, axis2=-1)
     return jax.nn.log_softmax(moments.mean * jax.lax.rsqrt(1.0 + jnp.pi / 8 * variance), axis=-1)
@@ -138,6 +140,7 @@ def glm_mc_log_probs(
       >>> lp = predictive.glm_mc_log_probs(post, x_test, key=key, num_samples=100)
       >>> log_probs = uncertainty.mean_log_probs(lp)
     """
+    check_task(posterior.likelihood, "classification", "glm_mc_log_probs")
     checks.key("key", key)
     checks.positive_int("num_samples", num_samples)
     moments = glm_moments(posterior, x, chunk_size=chunk_size)

@@ -20,14 +20,14 @@ several positions share a weight sample across positions) and the other paramete
 (norm scales, ...) get one weight draw per input.
 """
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from bnn_jax import checks, tree
 from bnn_jax.curvature import blocks
-from bnn_jax.curvature.capture import capture
+from bnn_jax.curvature.capture import capture, intercept_layers
 from bnn_jax.laplace.posterior import Posterior, check_posterior
+from bnn_jax.losses import check_task
 from bnn_jax.predictive import kronecker
 from bnn_jax.predictive.monte_carlo import check_inputs, sample_log_probs
 from bnn_jax.types import Key
@@ -60,6 +60,7 @@ def local_log_probs(
       >>> lp = predictive.local_log_probs(post, x, key=key, num_samples=30)
     """
     check_posterior(posterior)
+    check_task(posterior.likelihood, "classification", "local_log_probs")
     checks.key("key", key)
     checks.positive_int("num_samples", num_samples)
     checks.chunk_size("chunk_size", chunk_size)
@@ -108,15 +109,12 @@ def _local_log_probs(posterior, x, key, num_samples, chunk_size):
         z = blocks.from_blocks(structure, mats, others)
         params = posterior.subset.merge(posterior.mean, tree.tree_add(theta, z))
 
-        def interceptor(next_fun, args, kwargs, context):
-            out = next_fun(*args, **kwargs)
-            path = tuple(context.module.path)
-            if context.method_name != "__call__" or not isinstance(context.module, nn.Dense):
+        def perturb(layer, conv, inputs, out):
+            del conv
+            if layer.path not in local:
                 return out
-            if path not in local:
-                return out
-            for index, block, q, d in local[path]:
-                a_rot = blocks.block_inputs(block, args[0])
+            for index, block, q, d in local[layer.path]:
+                a_rot = blocks.block_inputs(block, inputs)
                 a_rot = a_rot if q is None else a_rot @ q[0]
                 w = (a_rot**2) @ d.astype(a_rot.dtype)
                 std_w = jnp.sqrt(jnp.maximum(w, 0.0))
@@ -124,7 +122,7 @@ def _local_log_probs(posterior, x, key, num_samples, chunk_size):
                 out = out + (noise if q is None else noise @ q[1].T).astype(out.dtype)
             return out
 
-        with nn.intercept_methods(interceptor):
+        with intercept_layers(params, perturb):
             return posterior.apply_fn(params, xi[None])[0]
 
     def logits_fn(sample_key, inputs):

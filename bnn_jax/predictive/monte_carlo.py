@@ -15,6 +15,7 @@ import numpy as np
 
 from bnn_jax import checks, chunking
 from bnn_jax.laplace.posterior import Posterior, check_posterior, sample_one
+from bnn_jax.losses import check_task
 from bnn_jax.types import Key
 
 __all__ = ["check_inputs", "laplace_log_probs", "sample_log_probs"]
@@ -96,6 +97,7 @@ def laplace_log_probs(
       >>> probs = jnp.exp(uncertainty.mean_log_probs(lp))                   # [batch, C]
     """
     check_posterior(posterior)
+    check_task(posterior.likelihood, "classification", "laplace_log_probs")
     checks.key("key", key)
     checks.positive_int("num_samples", num_samples)
     checks.chunk_size("chunk_size", chunk_size)
