@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnn_jax import checks
 from bnn_jax.types import Key
 
 __all__ = ["Likelihood", "categorical", "gaussian"]
@@ -53,10 +54,6 @@ class Likelihood(NamedTuple):
     hessian_sqrt: Callable[[jax.Array], jax.Array]
     sample: Callable[[Key, jax.Array, int], jax.Array]
     check_targets: Callable[[tuple[int, ...], jax.Array], None]
-
-
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
 
 
 def _check_outputs_shape(outputs_shape: tuple[int, ...]) -> None:
@@ -103,8 +100,8 @@ def categorical() -> Likelihood:
             )
         if not jnp.issubdtype(labels.dtype, jnp.integer):
             raise ValueError(f"y: expected an integer dtype for class labels, got {labels.dtype}")
-        if _is_concrete(labels) and labels.size:
-            values = np.asarray(labels)
+        values = checks.concrete(labels)
+        if values is not None and values.size:
             if values.min() < 0 or values.max() >= num_classes:
                 raise ValueError(
                     f"y: expected labels in [0, {num_classes}), got values in "
@@ -155,7 +152,8 @@ def gaussian(*, sigma: float) -> Likelihood:
             raise ValueError(
                 f"y: expected a floating dtype for regression targets, got {targets.dtype}"
             )
-        if _is_concrete(targets) and not np.all(np.isfinite(np.asarray(targets))):
+        values = checks.concrete(targets)
+        if values is not None and not np.all(np.isfinite(values)):
             raise ValueError("y: expected finite regression targets, got NaN or inf")
 
     return Likelihood(nll, gradient, hessian, hessian_sqrt, sample, check_targets)

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from bnn_jax import checks
 from bnn_jax.types import Batch, Key, Params
 
 __all__ = ["Curvature", "check_finite", "check_hyperparameters", "with_checks"]
@@ -74,19 +75,13 @@ class Curvature(NamedTuple):
     num_passes: int = 1
 
 
-def _concrete(value: Any) -> np.ndarray | None:
-    if isinstance(value, jax.core.Tracer):
-        return None
-    return np.asarray(value)
-
-
 def check_hyperparameters(scale: Any, prior_prec: Any) -> None:
     """Raise ``ValueError`` unless ``scale > 0`` and ``prior_prec >= 0`` (finite); traced
     values are not checked."""
-    s = _concrete(scale)
+    s = checks.concrete(scale)
     if s is not None and not (np.all(np.isfinite(s)) and np.all(s > 0)):
         raise ValueError(f"scale: expected a finite value > 0, got {s}")
-    t = _concrete(prior_prec)
+    t = checks.concrete(prior_prec)
     if t is not None and not (np.all(np.isfinite(t)) and np.all(t >= 0)):
         raise ValueError(f"prior_prec: expected a finite value >= 0, got {t}")
 
@@ -96,7 +91,7 @@ def check_finite(state: State) -> None:
     outside ``jit`` after each pass; ``finalize`` does so when it runs un-jitted)."""
     flat, _ = jax.tree_util.tree_flatten_with_path(state)
     for path, leaf in flat:
-        value = _concrete(leaf)
+        value = checks.concrete(leaf)
         if value is None or not np.issubdtype(value.dtype, np.floating):
             continue
         if not np.all(np.isfinite(value)):

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from bnn_jax import checks
 from bnn_jax.laplace.posterior import Posterior, check_num_samples, sample_one
 from bnn_jax.types import Key
 
@@ -33,8 +34,7 @@ def check_inputs(x) -> None:
     """``ValueError`` for inputs without a batch axis or, when concrete, with NaN/inf."""
     if np.ndim(x) < 1:
         raise ValueError(f"x: expected inputs of shape [batch, ...], got {np.shape(x)}")
-    if not isinstance(x, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(x))):
-        raise ValueError("x: expected finite inputs, got NaN or inf")
+    checks.finite("x", x)
 
 
 def sample_log_probs(
