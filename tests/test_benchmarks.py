@@ -88,3 +88,26 @@ def test_models_match_the_issue():
     for name, count in [("mlp", 784 * 500 + 500 + 500 * 300 + 300 + 300 * 10 + 10)]:
         params = problems.init_variables(name, config)["params"]
         assert sum(x.size for x in jax.tree.leaves(params)) == count
+
+
+@pytest.mark.skipif(importlib.util.find_spec("laplax") is None, reason="needs .[bench]")
+def test_tiny_laplax_side_by_side_agrees():
+    from benchmarks import laplax_side
+
+    config = laplax_side.Config(
+        num_train=40, num_test=5, input_dim=6, widths=(4,), epochs=1, rank=3,
+        grid=(-1.0, 2.0, 7), marglik_steps=2, repeats=1, budget_s=0.0,
+    )  # fmt: skip
+    results = laplax_side.run(config)
+    cases = {c["name"]: c for c in results["cases"]}
+    assert set(cases) == {
+        "full_ggn", "diagonal_ggn", "low_rank_ggn", "glm_probit_full", "glm_probit_diagonal",
+        "marglik_grid",
+    }  # fmt: skip
+    for name in ("full_ggn", "diagonal_ggn", "glm_probit_full", "glm_probit_diagonal"):
+        assert cases[name]["max_rel_diff"] < 1e-4, cases[name]
+    grid = cases["marglik_grid"]
+    assert grid["max_rel_diff"] < 1e-4 and grid["argmax_ours"] == grid["argmax_laplax"]
+    assert cases["low_rank_ggn"]["ours_vs_exact_rel"] < 1e-3
+    assert all(c["ours_s"] > 0 and c["laplax_s"] > 0 for c in cases.values())
+    assert "| full_ggn |" in laplax_side.markdown(results)
