@@ -111,3 +111,19 @@ def test_tiny_laplax_side_by_side_agrees():
     assert cases["low_rank_ggn"]["ours_vs_exact_rel"] < 1e-3
     assert all(c["ours_s"] > 0 and c["laplax_s"] > 0 for c in cases.values())
     assert "| full_ggn |" in laplax_side.markdown(results)
+
+
+def test_tiny_device_mode_reports_every_stage():
+    from benchmarks import device
+
+    config = device.small_config(
+        width=4, num_train=32, num_test=8, batch_size=16, num_samples=2, chunk_size=1,
+        matmul_size=128, dtype="bfloat16",
+    )  # fmt: skip
+    results = device.run(config)
+    assert set(results["stages"]) == {"train_epoch", "kfac_fit", "mc_predictive"}
+    assert results["peak"]["float32_gflops"] > 0 and results["peak"]["bfloat16_gflops"] > 0
+    for stage in results["stages"].values():
+        assert stage["s"] > 0 and stage["gflop"] > 0 and 0 < stage["fraction_of_matmul_peak"]
+    assert results["machine"]["device"] and len(results["machine"]["load_average_start"]) == 3
+    assert "| kfac_fit |" in device.markdown(results)
