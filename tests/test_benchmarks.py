@@ -127,3 +127,25 @@ def test_tiny_device_mode_reports_every_stage():
         assert stage["s"] > 0 and stage["gflop"] > 0 and 0 < stage["fraction_of_matmul_peak"]
     assert results["machine"]["device"] and len(results["machine"]["load_average_start"]) == 3
     assert "| kfac_fit |" in device.markdown(results)
+
+
+def test_tiny_cost_curves_fit_exponents_and_draw():
+    from benchmarks import curves
+
+    assert curves.exponent([1, 2, 4], [3.0, 12.0, 48.0]) == pytest.approx(2.0)
+    config = dataclasses.replace(
+        curves.quick_config(), sweeps=(("width", (4, 8)), ("num_samples", (2, 4)))
+    )
+    results = curves.run(config)
+    width = results["sweeps"]["width"]["stages"]
+    assert set(width) == set(curves.STAGES)
+    samples = results["sweeps"]["num_samples"]["stages"]
+    assert set(samples) == {"mc_predictive", "local_predictive"}
+    for stage in samples.values():  # both predictives cost T times one sample's products
+        assert stage["exponent_flops"] == pytest.approx(1.0)
+    for sweep in results["sweeps"].values():
+        for stage in sweep["stages"].values():
+            assert np.isfinite(stage["exponent_time"]) and np.isfinite(stage["exponent_flops"])
+            assert all(p["s"] > 0 and len(p["load_average"]) == 3 for p in stage["points"])
+    assert len(curves.figure(results).axes) == 4
+    assert "| width 4-8 | kfac_fit |" in curves.markdown(results)
