@@ -113,3 +113,27 @@ def test_lazy_tfds_images_equal_the_eager_ones(no_network, classes):
         )
         next(iter(share))
         assert reads == list(lazy.x_train.indices[2:4])
+
+
+def test_readme_several_gpus_snippet_runs():
+    import re
+    from pathlib import Path
+
+    from bnn_jax import curvature, laplace, losses, models, predictive
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Accelerators and several hosts", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    model = models.MLP((8,), 3)
+    variables = models.init(model, jax.random.key(0), (4,))
+    apply_fn, lik = models.make_apply_fn(model, variables), losses.categorical()
+    rng = np.random.default_rng(0)
+    namespace = {
+        "data": data, "laplace": laplace, "predictive": predictive, "key": jax.random.key(1),
+        "x": rng.random((1024, 4), dtype=np.float32), "y": rng.integers(0, 3, 1024),
+        "x_test": rng.random((8, 4), dtype=np.float32), "params": variables["params"],
+        "apply_fn": apply_fn, "lik": lik,
+        "curv": curvature.diagonal(apply_fn, lik, fisher=curvature.exact_fisher()),
+    }  # fmt: skip
+    exec(block, namespace)
+    assert namespace["log_probs"].shape == (8, 3) and isinstance(namespace["log_probs"], np.ndarray)
