@@ -24,7 +24,8 @@ that the results agree where the definitions do:
   ``sigma = 1/2`` and a softmax cross-entropy loss it is our ``-NLL``, and the values agree.
 
 ``ratio = laplax seconds / ours`` (above 1: bnn_jax is faster); medians of repeats after a
-warm-up, as in ``benchmarks.run``. The load average of the machine is recorded at start and end.
+warm-up, as in ``benchmarks.run``, with LAPACK on one thread for both (``main``). The load
+average of the machine is recorded at start and end.
 """
 
 import argparse
@@ -38,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import threadpoolctl
 from jax.flatten_util import ravel_pytree
 
 from benchmarks.timing import measure
@@ -172,32 +174,47 @@ class _Laplax:
         extra = options if kind == "lanczos" else {}
         return self._estimate(kind, mv=self.ggn_mv, layout=self.params, **extra)
 
-    def probit(self, kind: str, estimate, x):
-        posterior_fn = self._posterior_fn(kind, estimate, layout=self.params)
-        predict = self._lin(
-            self.model_fn,
-            self.params,
-            posterior_fn,
-            {"prior_prec": self.config.prior_prec},
-            pushforward_fns=self._pushforward,
-        )
-        return jax.jit(jax.vmap(lambda xi: predict(xi)["special_pred_act"]))(x)
+    def probit_fn(self, kind: str):
+        """A jitted ``(estimate, x) -> probabilities``: the posterior (laplax computes its
+        covariance from the precision) and the pushforward of every input, compiled once
+        with the estimate as an argument (closed over, it would be a constant that XLA
+        folds at every compilation)."""
 
-    def marglik_grid(self, estimate, grid):
-        """The loop of laplax's ``grid_search`` (one jitted evaluation per prior precision)."""
-        value = jax.jit(
-            lambda tau: self._marglik(
+        def probit(estimate, x):
+            posterior_fn = self._posterior_fn(kind, estimate, layout=self.params)
+            predict = self._lin(
+                self.model_fn,
+                self.params,
+                posterior_fn,
+                {"prior_prec": self.config.prior_prec},
+                pushforward_fns=self._pushforward,
+            )
+            return jax.vmap(lambda xi: predict(xi)["special_pred_act"])(x)
+
+        return jax.jit(probit)
+
+    def marglik_fn(self):
+        """A jitted ``(estimate, tau) -> log marginal likelihood`` of the full posterior."""
+
+        def value(estimate, data, tau):
+            return self._marglik(
                 estimate,
                 {"prior_prec": tau, "sigma": 0.5},
-                self.data,
+                data,
                 self.model_fn,
                 self.params,
                 _cross_entropy,
                 "full",
                 vmap_over_data=True,
             )
-        )
-        return np.array([float(value(t)) for t in grid])
+
+        jitted = jax.jit(value)
+        return lambda estimate, tau: jitted(estimate, self.data, tau)
+
+
+def marglik_grid(value_fn, estimate, grid) -> np.ndarray:
+    """The loop of laplax's ``grid_search``: one evaluation per prior precision."""
+    return np.array([float(value_fn(estimate, t)) for t in grid])
 
 
 def _agreement(ours, theirs) -> dict:
@@ -274,18 +291,23 @@ def run(config: Config) -> dict:
         "definition (ours: exact diagonal of the remainder; laplax: prior only)",
     )
     x = jnp.asarray(x_test)
+    probit_fns = {kind: theirs.probit_fn(kind) for kind in ("full", "diagonal")}
     for kind in ("full", "diagonal"):
         case(
             f"glm_probit_{kind}",
             lambda k=kind: predictive.glm_probit_log_probs(posteriors[k], x),
-            lambda k=kind: theirs.probit(k, estimates[k], x),
+            lambda k=kind: probit_fns[k](estimates[k], x),
             lambda ours, probs: _agreement(np.exp(ours), probs),
             f"{len(x)} inputs, probit / mean-field-0 link: equal probabilities",
         )
 
     grid = np.logspace(*config.grid[:2], config.grid[2]).astype(np.float32)
+    their_marglik = theirs.marglik_fn()
     post = posteriors["full"]
-    ours_grid = jax.jit(jax.vmap(lambda t: laplace.log_marginal_likelihood(post, prior_prec=t)))
+    # the posterior is an argument, not a constant XLA could fold into the program
+    ours_grid = jax.jit(
+        jax.vmap(lambda p, t: laplace.log_marginal_likelihood(p, prior_prec=t), (None, 0))
+    )
 
     def compare_grid(ours, values):
         out = _agreement(ours, values)
@@ -295,8 +317,8 @@ def run(config: Config) -> dict:
 
     case(
         "marglik_grid",
-        lambda: ours_grid(jnp.asarray(grid)),
-        lambda: theirs.marglik_grid(estimates["full"], grid),
+        lambda: ours_grid(post, jnp.asarray(grid)),
+        lambda: marglik_grid(their_marglik, estimates["full"], grid),
         compare_grid,
         f"full GGN, {len(grid)} prior precisions; laplax with sigma=1/2 and softmax "
         "cross-entropy (its default halves the NLL and uses a sigmoid loss): equal",
@@ -372,7 +394,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None, help="JSON output path")
     args = parser.parse_args(argv)
-    results = run(quick_config() if args.quick else Config())
+    # LAPACK (OpenBLAS) on one thread for both sides: its threads spin while they wait for a
+    # core, which on a shared machine multiplies the time of small eigendecompositions
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        results = run(quick_config() if args.quick else Config())
     if args.out:
         from benchmarks.run import _write_json
 
