@@ -25,6 +25,11 @@ Each Dense/Conv layer ``l`` is described by ``k`` (inputs per position: ``d_in``
 - local reparameterisation: per sample and input, a Dense layer costs
   ``2 r^2 + 4 r c + 2 c^2`` (rotation into the eigenbasis, the variance and mean products,
   rotation of the noise back) and a Conv layer a weight draw ``2 r c (r + c)`` plus ``2 T k c``;
+- the Kronecker predictives' set-up (``predictive.kronecker.inverse_precisions``, once per
+  call of the local and GLM predictives): ``1 / D`` per layer from one structure solve of a
+  probe rotated into and out of the eigenbases, four rotations ``Q_A M Q_G^T`` of
+  ``2 r c (r + c)`` each: ``8 r c (r + c)`` (``kronecker_setup``; not in the two formulas
+  here, which count the per-input work; for KFAC ``1 / D`` is ``1 / (s lam_A lam_G + tau)``);
 - GLM probit, ``C`` outputs: ``F(B) + C G(B) + sum_l 2 B T (r^2 + C c^2)`` (rotations
   into the eigenbases) ``+ 2 B (r c + C^2 c)`` per Dense layer or ``2 B C T r c + 2 B C^2 r c``
   per Conv layer (the covariance contractions);
@@ -107,6 +112,11 @@ def local_predictive(layers, num_samples: int, batch: int) -> float:
         else:
             per_input += 2.0 * ly.r * ly.c * (ly.r + ly.c) + 2.0 * ly.positions * ly.k * ly.c
     return num_samples * batch * per_input
+
+
+def kronecker_setup(layers) -> float:
+    """Products of the Kronecker predictives' ``1 / D`` from a probe and a solve."""
+    return sum(8.0 * ly.r * ly.c * (ly.r + ly.c) for ly in layers)
 
 
 def glm_probit(layers, batch: int, num_outputs: int) -> float:

@@ -13,11 +13,14 @@ from typing import Any, NamedTuple
 
 
 class Timing(NamedTuple):
-    """``median_s`` of the timed ``times_s`` (seconds), after ``warmup_s``."""
+    """``median_s`` of the timed ``times_s`` (seconds), after ``warmup_s``; ``cpu_times_s``:
+    this process's CPU seconds (all threads) of each timed run, robust to other processes
+    taking the cores (wall time on a shared machine is not)."""
 
     median_s: float
     times_s: tuple[float, ...]
     warmup_s: float
+    cpu_times_s: tuple[float, ...] = ()
 
 
 def _identity(value: Any) -> Any:
@@ -47,13 +50,15 @@ def measure(
     sync((warmup or fn)())
     warmup_s = time.perf_counter() - start
     times: list[float] = []
+    cpu_times: list[float] = []
     while len(times) < max(1, repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         sync(fn())
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
         if sum(times) >= budget_s:
             break
-    return Timing(statistics.median(times), tuple(times), warmup_s)
+    return Timing(statistics.median(times), tuple(times), warmup_s, tuple(cpu_times))
 
 
 def gflops(flops: float | None, seconds: float | None) -> float | None:

@@ -3,7 +3,10 @@
 Every check raises ``ValueError`` naming the argument and what was expected. Values that are
 traced (inside ``jit``/``vmap``/``grad``) cannot be inspected: checks of values skip them and
 only check what is static (shapes, dtypes, Python types), so a public function may call them
-both eagerly and under a transformation.
+both eagerly and under a transformation. The same holds for global arrays of a multi-process
+run (``jax.distributed``) that this process does not hold whole: a batch sharded over the
+processes is skipped (no process could read it without a collective), a replicated value is
+checked, identically in every process.
 
 Example:
   >>> checks.positive_int("num_samples", 30)
@@ -21,6 +24,7 @@ __all__ = [
     "chunk_size",
     "concrete",
     "finite",
+    "is_readable",
     "is_traced",
     "key",
     "nonnegative",
@@ -36,9 +40,20 @@ def is_traced(value: Any) -> bool:
     return isinstance(value, jax.core.Tracer)
 
 
+def is_readable(value: Any) -> bool:
+    """Whether this process can read ``value``'s numbers on the host: not traced, and not a
+    global array spanning other processes' devices unless it is replicated."""
+    if is_traced(value):
+        return False
+    if isinstance(value, jax.Array):
+        return value.is_fully_addressable or value.is_fully_replicated
+    return True
+
+
 def concrete(value: Any) -> np.ndarray | None:
-    """``value`` as a numpy array, or ``None`` when it is traced."""
-    return None if is_traced(value) else np.asarray(value)
+    """``value`` as a numpy array, or ``None`` when it cannot be read here (``is_readable``:
+    traced, or sharded over several processes)."""
+    return np.asarray(value) if is_readable(value) else None
 
 
 def positive_int(name: str, value: Any, *, minimum: int = 1) -> int:

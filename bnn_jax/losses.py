@@ -80,10 +80,6 @@ def check_task(likelihood: Likelihood, task: str, caller: str) -> None:
         )
 
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
 def _check_outputs_shape(outputs_shape: tuple[int, ...]) -> None:
     if len(outputs_shape) != 2:
         raise ValueError(f"outputs: expected shape [batch, outputs], got {tuple(outputs_shape)}")
@@ -128,8 +124,8 @@ def categorical() -> Likelihood:
             )
         if not jnp.issubdtype(labels.dtype, jnp.integer):
             raise ValueError(f"y: expected an integer dtype for class labels, got {labels.dtype}")
-        if _is_concrete(labels) and labels.size:
-            values = np.asarray(labels)
+        values = checks.concrete(labels)
+        if values is not None and values.size:
             if values.min() < 0 or values.max() >= num_classes:
                 raise ValueError(
                     f"y: expected labels in [0, {num_classes}), got values in "
@@ -204,7 +200,8 @@ def gaussian(*, sigma, num_outputs: int | None = None) -> Likelihood:
             raise ValueError(
                 f"y: expected a floating dtype for regression targets, got {targets.dtype}"
             )
-        if _is_concrete(targets) and not np.all(np.isfinite(np.asarray(targets))):
+        values = checks.concrete(targets)
+        if values is not None and not np.all(np.isfinite(values)):
             raise ValueError("y: expected finite regression targets, got NaN or inf")
 
     return Likelihood(

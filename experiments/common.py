@@ -5,6 +5,11 @@ and writes ``config.json``, ``metrics.json``, ``report.md`` and ``figures/*.png`
 ``out_dir``. Expensive stages (trained models, fitted curvature) are cached under
 ``out_dir/cache/`` by a hash of the settings they depend on, so a run that was interrupted
 resumes where it stopped and ends with the same numbers.
+
+Several processes (``jax.distributed``; ``cli``'s ``--coordinator/--num-processes/
+--process-id`` or ``--distributed`` under SLURM / Open MPI) run the same study with the same
+seeds; process 0 (``is_writer()``) writes the caches, the figures, ``metrics.json`` and the
+report, the others write nothing.
 """
 
 import argparse
@@ -23,6 +28,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from bnn_jax import data, ensembles, io, laplace, losses, models, training
+
+
+def is_writer() -> bool:
+    """Whether this process writes the study's files: process 0 of a ``jax.distributed`` run,
+    or the only process."""
+    return jax.process_index() == 0
+
+
+def init_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
+    """Join ``jax.distributed`` (multi-controller JAX: one process per host, every process
+    runs the same script). With no arguments the cluster is detected from the environment
+    (SLURM, Open MPI, Kubernetes, Cloud TPU)."""
+    jax.distributed.initialize(coordinator, num_processes, process_id)
 
 
 def check_config(config: dict, defaults: dict, *, choices: dict[str, tuple] | None = None) -> dict:
@@ -54,7 +76,8 @@ def cached(path: Path, compute: Callable[[], Any], target: Callable[[], Any]) ->
     if path.exists():
         return io.load_checkpoint(path, target())
     value = compute()
-    io.save_checkpoint(path, value)
+    if is_writer():
+        io.save_checkpoint(path, value)
     return value
 
 
@@ -74,8 +97,9 @@ def train_cached(
         variables = io.load_checkpoint(stem.with_suffix(".msgpack"), target())
         return training.TrainResult(variables, history)
     result = train()
-    io.save_checkpoint(stem.with_suffix(".msgpack"), result.variables, overwrite=True)
-    io.write_json(history_path, result.history, overwrite=True)
+    if is_writer():
+        io.save_checkpoint(stem.with_suffix(".msgpack"), result.variables, overwrite=True)
+        io.write_json(history_path, result.history, overwrite=True)
     return result
 
 
@@ -147,7 +171,8 @@ def laplace_cached(
         "prior_prec": posterior.prior_prec,
         "train_nll": posterior.train_nll,
     }
-    io.save_checkpoint(path, payload, overwrite=True)
+    if is_writer():
+        io.save_checkpoint(path, payload, overwrite=True)
     return posterior
 
 
@@ -231,12 +256,13 @@ class Report:
 
         import matplotlib.pyplot as plt
 
-        buffer = _io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+        if is_writer():
+            buffer = _io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+            io.write_bytes_atomic(
+                self.out_dir / "figures" / f"{name}.png", buffer.getvalue(), overwrite=True
+            )
         plt.close(fig)
-        io.write_bytes_atomic(
-            self.out_dir / "figures" / f"{name}.png", buffer.getvalue(), overwrite=True
-        )
         self.figures.append(name)
         self.lines += [f"![{name}](figures/{name}.png)", "", f"*{caption}*", ""]
 
@@ -250,7 +276,11 @@ class Report:
         return "\n".join(self.lines)
 
     def write(self, name: str = "report.md") -> Path:
-        return io.write_bytes_atomic(self.out_dir / name, self.markdown().encode(), overwrite=True)
+        """Write the report (process 0 only, see ``is_writer``); returns its path."""
+        path = self.out_dir / name
+        if is_writer():
+            io.write_bytes_atomic(path, self.markdown().encode(), overwrite=True)
+        return path
 
 
 def check_out_dir(out_dir, config: dict, *, overwrite: bool = False) -> None:
@@ -268,7 +298,9 @@ def check_out_dir(out_dir, config: dict, *, overwrite: bool = False) -> None:
 
 
 def write_results(out_dir, config: dict, metrics: dict) -> None:
-    """Write ``config.json`` and ``metrics.json`` atomically into ``out_dir``."""
+    """Write ``config.json`` and ``metrics.json`` atomically into ``out_dir`` (process 0 only)."""
+    if not is_writer():
+        return
     out_dir = Path(out_dir)
     io.write_json(out_dir / "config.json", config, overwrite=True)
     io.write_json(out_dir / "metrics.json", metrics, overwrite=True)
@@ -287,7 +319,8 @@ def run_alone(title: str, name: str, run: Callable, config: dict, out_dir, *, ov
 
 def cli(description: str, get_config: Callable, main: Callable, *, default_dataset: str) -> None:
     """The command line shared by the study modules: ``--out``, ``--quick``, ``--dataset``,
-    ``--seed``."""
+    ``--seed``, and the multi-process launch (``--coordinator HOST:PORT --num-processes N
+    --process-id I`` on each host, or ``--distributed`` where the cluster is detected)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", default=None, help="output folder (default results/<dataset>/)")
     parser.add_argument(
@@ -300,7 +333,15 @@ def cli(description: str, get_config: Callable, main: Callable, *, default_datas
     parser.add_argument(
         "--overwrite", action="store_true", help="replace results of a different config in --out"
     )
+    parser.add_argument("--coordinator", default=None, help="process 0's HOST:PORT")
+    parser.add_argument("--num-processes", type=int, default=None, help="jax.distributed")
+    parser.add_argument("--process-id", type=int, default=None, help="jax.distributed")
+    parser.add_argument(
+        "--distributed", action="store_true", help="join jax.distributed (cluster detected)"
+    )
     args = parser.parse_args()
+    if args.distributed or args.coordinator is not None:
+        init_distributed(args.coordinator, args.num_processes, args.process_id)
     config = get_config(quick=args.quick)
     if args.dataset is not None:
         config["dataset"] = args.dataset
@@ -308,4 +349,5 @@ def cli(description: str, get_config: Callable, main: Callable, *, default_datas
         config["seed"] = args.seed
     out = Path(args.out or f"results/{config.get('dataset', default_dataset)}")
     main(config, out, overwrite=args.overwrite)
-    print(f"wrote {out / 'report.md'}")
+    if is_writer():
+        print(f"wrote {out / 'report.md'}")

@@ -88,3 +88,64 @@ def test_models_match_the_issue():
     for name, count in [("mlp", 784 * 500 + 500 + 500 * 300 + 300 + 300 * 10 + 10)]:
         params = problems.init_variables(name, config)["params"]
         assert sum(x.size for x in jax.tree.leaves(params)) == count
+
+
+@pytest.mark.skipif(importlib.util.find_spec("laplax") is None, reason="needs .[bench]")
+def test_tiny_laplax_side_by_side_agrees():
+    from benchmarks import laplax_side
+
+    config = laplax_side.Config(
+        num_train=40, num_test=5, input_dim=6, widths=(4,), epochs=1, rank=3,
+        grid=(-1.0, 2.0, 7), marglik_steps=2, repeats=1, budget_s=0.0,
+    )  # fmt: skip
+    results = laplax_side.run(config)
+    cases = {c["name"]: c for c in results["cases"]}
+    assert set(cases) == {
+        "full_ggn", "diagonal_ggn", "low_rank_ggn", "glm_probit_full", "glm_probit_diagonal",
+        "marglik_grid",
+    }  # fmt: skip
+    for name in ("full_ggn", "diagonal_ggn", "glm_probit_full", "glm_probit_diagonal"):
+        assert cases[name]["max_rel_diff"] < 1e-4, cases[name]
+    grid = cases["marglik_grid"]
+    assert grid["max_rel_diff"] < 1e-4 and grid["argmax_ours"] == grid["argmax_laplax"]
+    assert cases["low_rank_ggn"]["ours_vs_exact_rel"] < 1e-3
+    assert all(c["ours_s"] > 0 and c["laplax_s"] > 0 for c in cases.values())
+    assert "| full_ggn |" in laplax_side.markdown(results)
+
+
+def test_tiny_device_mode_reports_every_stage():
+    from benchmarks import device
+
+    config = device.small_config(
+        width=4, num_train=32, num_test=8, batch_size=16, num_samples=2, chunk_size=1,
+        matmul_size=128, dtype="bfloat16",
+    )  # fmt: skip
+    results = device.run(config)
+    assert set(results["stages"]) == {"train_epoch", "kfac_fit", "mc_predictive"}
+    assert results["peak"]["float32_gflops"] > 0 and results["peak"]["bfloat16_gflops"] > 0
+    for stage in results["stages"].values():
+        assert stage["s"] > 0 and stage["gflop"] > 0 and 0 < stage["fraction_of_matmul_peak"]
+    assert results["machine"]["device"] and len(results["machine"]["load_average_start"]) == 3
+    assert "| kfac_fit |" in device.markdown(results)
+
+
+def test_tiny_cost_curves_fit_exponents_and_draw():
+    from benchmarks import curves
+
+    assert curves.exponent([1, 2, 4], [3.0, 12.0, 48.0]) == pytest.approx(2.0)
+    config = dataclasses.replace(
+        curves.quick_config(), sweeps=(("width", (4, 8)), ("num_samples", (2, 4)))
+    )
+    results = curves.run(config)
+    width = results["sweeps"]["width"]["stages"]
+    assert set(width) == set(curves.STAGES)
+    samples = results["sweeps"]["num_samples"]["stages"]
+    assert set(samples) == {"mc_predictive", "local_predictive"}
+    for stage in samples.values():  # both predictives cost T times one sample's products
+        assert stage["exponent_flops"] == pytest.approx(1.0)
+    for sweep in results["sweeps"].values():
+        for stage in sweep["stages"].values():
+            assert np.isfinite(stage["exponent_time"]) and np.isfinite(stage["exponent_flops"])
+            assert all(p["s"] > 0 and len(p["load_average"]) == 3 for p in stage["points"])
+    assert len(curves.figure(results).axes) == 4
+    assert "| width 4-8 | kfac_fit |" in curves.markdown(results)

@@ -2,7 +2,10 @@
 
 ``load(name, seed=0)`` returns a :class:`Dataset` with deterministic train/val/test splits;
 ``load_ood(dataset, kind)`` returns out-of-distribution inputs shaped like it;
-:class:`Batches` and :func:`epoch_batches` cut minibatches with explicit-key shuffling.
+:class:`Batches` and :func:`epoch_batches` cut minibatches with explicit-key shuffling
+(``Batches(..., process_index=, process_count=)``: each process's share of every batch);
+``batch_mesh``, ``global_batches``, ``replicate`` and ``gather`` (``data.sharding``) turn
+process-local data into global arrays for runs over several devices and processes.
 """
 
 import os
@@ -14,6 +17,15 @@ from bnn_jax.data import bundled
 from bnn_jax.data.batching import Batches, epoch_batches
 from bnn_jax.data.dataset import Dataset, check_arrays, keep_classes
 from bnn_jax.data.ood import make_ood
+from bnn_jax.data.sharding import (
+    GlobalBatches,
+    batch_mesh,
+    gather,
+    global_array,
+    global_batch,
+    global_batches,
+    replicate,
+)
 from bnn_jax.data.tfds_loader import TFDS_DATASETS, load_tfds
 
 BUNDLED_DATASETS = {"toy2d": 2, "digits": 10, "mnist1d": 10}
@@ -26,10 +38,17 @@ __all__ = [
     "OOD_KINDS",
     "Batches",
     "Dataset",
+    "GlobalBatches",
+    "batch_mesh",
     "check_arrays",
     "epoch_batches",
+    "gather",
+    "global_array",
+    "global_batch",
+    "global_batches",
     "load",
     "load_ood",
+    "replicate",
 ]
 
 
@@ -40,6 +59,7 @@ def load(
     classes: tuple[int, ...] | None = None,
     num_train: int | None = None,
     data_dir: str | None = None,
+    lazy: bool = False,
 ) -> Dataset:
     """Load data set ``name`` with splits determined by ``seed``.
 
@@ -54,6 +74,11 @@ def load(
         for the other data sets keep only the first ``num_train`` training examples of the
         shuffled split.
       data_dir: tfds data directory (default ``~/tensorflow_datasets``).
+      lazy: tfds sets only: keep the images in the data source, decoded when indexed
+        (``x_*`` are ``tfds_loader.RecordImages``; labels are numpy). With
+        ``Batches(..., process_index=, process_count=)`` each process of a multi-process run
+        then decodes and holds only its share of every batch. Bundled sets are small and
+        always in memory (``lazy`` changes nothing for them).
 
     Example:
       >>> ds = load("digits", seed=0)
@@ -74,7 +99,7 @@ def load(
     elif name == "mnist1d":
         splits = bundled.mnist1d(seed)
     else:
-        splits = load_tfds(name, seed, None if data_dir is None else os.fspath(data_dir))
+        splits = load_tfds(name, seed, None if data_dir is None else os.fspath(data_dir), lazy=lazy)
     classes = _check_classes(classes, total)
     if len(classes) < total:
         splits = tuple(keep_classes(x, y, classes) for x, y in splits)
@@ -82,7 +107,7 @@ def load(
     if num_train is not None and name != "toy2d":
         if num_train > len(x_train):
             raise ValueError(f"num_train: expected at most {len(x_train)}, got {num_train}")
-        x_train, y_train = x_train[:num_train], y_train[:num_train]
+        x_train, y_train = x_train.take(np.arange(num_train), axis=0), y_train[:num_train]
     return Dataset(
         name, x_train, y_train, x_val, y_val, x_test, y_test, len(classes), classes, seed
     )

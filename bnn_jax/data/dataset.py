@@ -90,5 +90,5 @@ def keep_classes(x, y, classes: tuple[int, ...]):
     """Restrict ``(x, y)`` to ``classes`` and relabel them ``0..len(classes)-1`` in that order."""
     mapping = np.full(int(max(classes)) + 1, -1, np.int32)
     mapping[list(classes)] = np.arange(len(classes), dtype=np.int32)
-    mask = np.isin(y, classes)
-    return x[mask], mapping[y[mask]]
+    rows = np.flatnonzero(np.isin(y, classes))
+    return x.take(rows, axis=0), mapping[y[rows]]  # lazy inputs (tfds RecordImages) stay lazy

@@ -75,6 +75,12 @@ class Posterior:
     def subset(self) -> Subset:
         return self.curvature.subset
 
+    def with_apply_fn(self, apply_fn: ApplyFn) -> "Posterior":
+        """The same posterior predicting through ``apply_fn`` (same parameters, other
+        computation), e.g. ``post.with_apply_fn(precision.in_dtype(post.apply_fn))`` for
+        bfloat16 forward passes. The fitted curvature state is kept as it is."""
+        return self.replace(curvature=self.curvature._replace(apply_fn=apply_fn))
+
 
 def _float_dtype(params: Params):
     leaves = [leaf for leaf in jax.tree.leaves(params) if jnp.issubdtype(leaf.dtype, jnp.floating)]
