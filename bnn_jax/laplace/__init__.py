@@ -13,7 +13,14 @@ Example:
 """
 
 from bnn_jax.laplace.marglik import MarglikTrace, log_marginal_likelihood, optimize_marglik
-from bnn_jax.laplace.posterior import Posterior, fit, log_det, sample, sample_one
+from bnn_jax.laplace.posterior import (
+    Posterior,
+    fit,
+    layerwise_prior,
+    log_det,
+    sample,
+    sample_one,
+)
 from bnn_jax.laplace.search import SearchResult, error_plus_ece, search, validation_objective
 
 __all__ = [
@@ -22,6 +29,7 @@ __all__ = [
     "SearchResult",
     "error_plus_ece",
     "fit",
+    "layerwise_prior",
     "log_det",
     "log_marginal_likelihood",
     "optimize_marglik",
