@@ -384,6 +384,8 @@ def test_layerwise_prior_marginal_likelihood_and_its_optimisation(x64):
         grad = jax.grad(in_log)(jnp.log(tuned.prior_prec[layer]["kernel"]))
         assert abs(float(grad)) < 1e-3
     assert not np.isclose(tuned.prior_prec["Dense_0"]["bias"], tuned.prior_prec["Dense_1"]["bias"])
+    searched = laplace.search(tuned, lambda p: p.prior_prec, prior_prec=jnp.array([2.0, 0.5]))
+    assert float(searched.posterior.prior_prec) == 0.5  # candidates replace a layer-wise prior
 
     leafwise = laplace.layerwise_prior(curv, params, per_leaf)
     with pytest.raises(ValueError, match=r"prior_prec: Dense_0 holds its kernel and bias .*"):

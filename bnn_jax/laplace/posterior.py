@@ -37,6 +37,7 @@ from bnn_jax.curvature.base import (
     Curvature,
     check_finite,
     check_hyperparameters,
+    example_inputs,
     is_scalar_prior,
 )
 from bnn_jax.curvature.layout import Layout
@@ -62,6 +63,8 @@ class Posterior:
         (used by the marginal likelihood).
       curvature: the ``Curvature`` it was fitted with; ``apply_fn``, ``likelihood`` and
         ``subset`` read the ones the curvature was built for.
+      inputs: shape and dtype of one input example (``[1, ...]``) the curvature was
+        initialised with (set by :func:`fit`; ``laplace.load`` rebuilds the state from it).
     """
 
     mean: Params
@@ -70,6 +73,7 @@ class Posterior:
     prior_prec: jax.Array
     train_nll: jax.Array
     curvature: Curvature = flax.struct.field(pytree_node=False)
+    inputs: jax.ShapeDtypeStruct | None = flax.struct.field(pytree_node=False, default=None)
 
     @property
     def apply_fn(self) -> ApplyFn:
@@ -213,14 +217,15 @@ def fit(
     finalize = jax.jit(curvature.finalize)
     total = curvature.num_passes * len(batches) if hasattr(batches, "__len__") else None
     bar = tqdm(total=total, desc="laplace.fit", disable=not progress, leave=False)
-    state, num_outputs, counts = None, None, []
+    state, inputs, num_outputs, counts = None, None, None, []
     for _ in range(curvature.num_passes):
         nll_sum, finite, count = jnp.zeros((), dtype), jnp.asarray(True), 0
         for index, batch in enumerate(batches):
             if not isinstance(batch, Batch) or jnp.ndim(batch.x) < 1 or len(batch.x) == 0:
                 raise ValueError(f"batches: expected non-empty Batch(x, y) items, got {batch!r}")
             if state is None:
-                state = curvature.init(params, batch.x)
+                inputs = example_inputs(batch.x)
+                state = curvature.init(params, inputs)
                 num_outputs = jax.eval_shape(curvature.apply_fn, params, batch.x).shape[-1]
             # numpy targets are checked on the host as they are: a device copy would make the
             # check wait for the steps in flight and stop host work overlapping the compute
@@ -251,6 +256,7 @@ def fit(
         prior_prec=prior_prec,
         train_nll=nll_sum,
         curvature=curvature,
+        inputs=inputs,
     )
     check_posterior(posterior)  # a per-leaf prior the structure cannot take is refused here
     return posterior
