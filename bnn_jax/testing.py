@@ -10,7 +10,8 @@ float64 references and reports what fails, in words.
 - ``to_dense``: symmetric positive semi-definite, equal to the columns of
   ``precision_mvp(., 1, 0)``;
 - ``prior``: ``P = s C + tau I`` (skip with ``isotropic_prior=False``, e.g. for
-  ``kron.per_factor_prior()``, whose prior enters differently);
+  ``kron.per_factor_prior()``, whose prior enters differently); with ``layer_prior`` the
+  prior-dependent checks run again at a layer-wise prior, ``P = s C + diag(tau)``;
 - ``solve``: ``solve(P v) = v``; ``log_det``: equals ``slogdet(P)``;
 - ``sample``: the covariance of ``num_samples`` draws is ``P^-1`` within Monte Carlo error
   (5 standard errors per entry) and their mean 0;
@@ -45,6 +46,7 @@ from bnn_jax import checks, losses
 from bnn_jax.curvature import blocks
 from bnn_jax.curvature.base import Curvature, check_finite
 from bnn_jax.curvature.kron import KronBasis
+from bnn_jax.curvature.layout import Layout
 from bnn_jax.types import Batch
 
 __all__ = ["CheckResult", "ConformanceReport", "check_curvature", "exact_ggn"]
@@ -138,6 +140,7 @@ def check_curvature(
     prior_prec: float = 0.5,
     num_samples: int = 10_000,
     isotropic_prior: bool = True,
+    layer_prior: Callable[[tuple[str, ...]], float] | None = None,
     expected: Callable[[np.ndarray], np.ndarray] | None = None,
     raise_on_failure: bool = True,
 ) -> ConformanceReport:
@@ -155,7 +158,10 @@ def check_curvature(
       likelihood: default ``losses.categorical()``.
       scale, prior_prec: the ``(s, tau)`` at which the precision is checked.
       num_samples: draws for the sample covariance check.
-      isotropic_prior: check ``P = s C + tau I``.
+      isotropic_prior: check ``P = s C + diag(tau)`` (off for priors that enter differently).
+      layer_prior: ``path -> tau`` for each selected leaf: repeat the prior-dependent checks
+        (``prior``, ``solve``, ``log_det``, ``sample``, ``layer_precisions``) with this
+        layer-wise prior (``laplace.layerwise_prior``).
       expected: ``G -> expected to_dense`` from the exact GGN ``G`` (``tree.ravel`` order of
         the selected parameters); ``None`` skips the check.
       raise_on_failure: raise ``AssertionError`` with every failure instead of returning.
@@ -169,7 +175,7 @@ def check_curvature(
     with jax.enable_x64(True):
         report = _run(
             factory, model_or_apply_fn, x, key, y, params, likelihood, scale, prior_prec,
-            num_samples, isotropic_prior, expected,
+            num_samples, isotropic_prior, layer_prior, expected,
         )  # fmt: skip
     if raise_on_failure and not report.ok:
         raise AssertionError("curvature conformance failed:\n" + "\n".join(report.failures))
@@ -187,7 +193,10 @@ def _fit(curv, params, batches, key, jit=True):
     return state
 
 
-def _run(factory, model, x, key, y, params, lik, scale, tau, num_samples, isotropic, expected):
+def _run(
+    factory, model, x, key, y, params, lik, scale, tau, num_samples, isotropic, layer_prior,
+    expected,
+):  # fmt: skip
     init_key, y_key, fit_key, sample_key = jax.random.split(key, 4)
     x = jnp.asarray(x, jnp.float64)
     if x.ndim < 2 or x.shape[0] < 2:
@@ -226,17 +235,16 @@ def _run(factory, model, x, key, y, params, lik, scale, tau, num_samples, isotro
         )
     )
     flat_fn = lambda fn: lambda e: ravel_pytree(fn(unravel(e)))[0]
-
-    @jax.jit
-    def operators(state):
-        plain = _columns(flat_fn(lambda v: curv.precision_mvp(state, v, 1.0, 0.0)), size, dtype)
-        prec = _columns(flat_fn(lambda v: curv.precision_mvp(state, v, scale, tau)), size, dtype)
-        inv = _columns(flat_fn(lambda v: curv.solve(state, v, scale, tau)), size, dtype)
-        return curv.to_dense(state), plain, prec, inv, curv.log_det(state, scale, tau)
-
-    dense, plain, prec, inv, log_det = (np.asarray(a) for a in operators(state))
-    magnitude = max(1.0, float(np.max(np.abs(prec))))
-    tol = 1e-9 * magnitude
+    dense, plain = (
+        np.asarray(a)
+        for a in jax.jit(
+            lambda state: (
+                curv.to_dense(state),
+                _columns(flat_fn(lambda v: curv.precision_mvp(state, v, 1.0, 0.0)), size, dtype),
+            )
+        )(state)
+    )
+    tol = 1e-9 * max(1.0, float(np.max(np.abs(dense))) * scale)
     eig = np.linalg.eigvalsh(0.5 * (dense + dense.T))
     psd = np.allclose(dense, dense.T, atol=tol) and eig.min() >= -tol
     add(
@@ -249,15 +257,17 @@ def _run(factory, model, x, key, y, params, lik, scale, tau, num_samples, isotro
         )
     )
     add(_compare("to_dense", plain, dense, tol, "to_dense == precision_mvp(., 1, 0) columns"))
-    if isotropic:
-        iso = scale * dense + tau * np.eye(size)
-        add(_compare("prior", prec, iso, tol, f"precision_mvp(., {scale}, {tau}) == s C + tau I"))
-    add(_compare("solve", inv @ prec, np.eye(size), 1e-8, "solve(precision_mvp(v)) == v"))
-    sign, ref_log_det = np.linalg.slogdet(prec)
-    ok = sign > 0 and abs(log_det - ref_log_det) <= 1e-9 * max(1.0, abs(ref_log_det))
-    message = f"log_det {log_det:.10g} vs slogdet {ref_log_det:.10g} (sign {sign:+.0f})"
-    add(CheckResult("log_det", bool(ok), message))
-    add(_sample_check(curv, state, sample_key, scale, tau, num_samples, prec))
+    priors = [("", tau, np.full(size, tau))]
+    if layer_prior is not None:
+        layout = Layout.of(theta)
+        values = [float(layer_prior(path)) for path in layout.paths]
+        tree = jax.tree.unflatten(jax.tree.structure(theta), [jnp.asarray(v) for v in values])
+        pairs = zip(values, layout.sizes, strict=True)
+        vector = np.concatenate([np.full(n, v) for v, n in pairs])
+        priors.append((" (layer-wise prior)", tree, vector))
+    for label, prior, vector in priors:
+        ctx = _Context(curv, state, params, x, scale, prior, vector, dense, size, dtype, label)
+        results.extend(_prior_checks(ctx, flat_fn, isotropic, sample_key, num_samples))
     if x.shape[0] >= 2:
         half = x.shape[0] // 2
         halves = [
@@ -267,15 +277,59 @@ def _run(factory, model, x, key, y, params, lik, scale, tau, num_samples, isotro
         add(_compare("batches", split, dense, tol, "two half batches == the full batch"))
     eager = jax.jit(curv.to_dense)(_fit(curv, params, [batch], fit_key, jit=False))
     add(_compare("jit", eager, dense, tol, "eager update/finalize == jitted"))
-    if curv.layer_precisions is not None:
-        results.extend(_capability_checks(curv, state, params, x, scale, tau, prec, tol))
     if expected is not None:
         ggn = exact_ggn(apply_fn, lik, params, batch, subset=curv.subset)
         add(_compare("expected", dense, expected(ggn), tol, "to_dense == expected(exact GGN)"))
     return ConformanceReport(tuple(results))
 
 
-def _sample_check(curv, state, key, scale, tau, num_samples, prec):
+class _Context(NamedTuple):
+    curv: Curvature
+    state: Any
+    params: Any
+    x: jax.Array
+    scale: float
+    prior: Any  # a scalar or a per-leaf pytree
+    vector: np.ndarray  # the prior as a flat [P] vector
+    dense: np.ndarray
+    size: int
+    dtype: Any
+    label: str
+
+
+def _prior_checks(ctx: _Context, flat_fn, isotropic, sample_key, num_samples):
+    """The checks that depend on the prior: ``P`` against ``s C + diag(tau)``, ``solve``,
+    ``log_det``, samples and the capability."""
+    curv, scale, prior, label = ctx.curv, ctx.scale, ctx.prior, ctx.label
+
+    @jax.jit
+    def operators(state, prior):
+        prec = _columns(
+            flat_fn(lambda v: curv.precision_mvp(state, v, scale, prior)), ctx.size, ctx.dtype
+        )
+        inv = _columns(flat_fn(lambda v: curv.solve(state, v, scale, prior)), ctx.size, ctx.dtype)
+        return prec, inv, curv.log_det(state, scale, prior)
+
+    prec, inv, log_det = (np.asarray(a) for a in operators(ctx.state, prior))
+    tol = 1e-9 * max(1.0, float(np.max(np.abs(prec))))
+    out = []
+    if isotropic:
+        expected = scale * ctx.dense + np.diag(ctx.vector)
+        what = f"precision_mvp(., s, tau) == s C + diag(tau){label}"
+        out.append(_compare("prior", prec, expected, tol, what))
+    what = f"solve(precision_mvp(v)) == v{label}"
+    out.append(_compare("solve", inv @ prec, np.eye(ctx.size), 1e-8, what))
+    sign, ref_log_det = np.linalg.slogdet(prec)
+    ok = sign > 0 and abs(log_det - ref_log_det) <= 1e-9 * max(1.0, abs(ref_log_det))
+    message = f"log_det {log_det:.10g} vs slogdet {ref_log_det:.10g} (sign {sign:+.0f}){label}"
+    out.append(CheckResult("log_det", bool(ok), message))
+    out.append(_sample_check(curv, ctx.state, sample_key, scale, prior, num_samples, prec, label))
+    if curv.layer_precisions is not None:
+        out.extend(_capability_checks(ctx, prec, tol))
+    return out
+
+
+def _sample_check(curv, state, key, scale, tau, num_samples, prec, label=""):
     cov = np.linalg.inv(prec)
     draw = lambda k: ravel_pytree(curv.sample(state, k, scale, tau))[0]
     z = np.asarray(jax.jit(jax.vmap(draw))(jax.random.split(key, num_samples)))
@@ -286,32 +340,34 @@ def _sample_check(curv, state, key, scale, tau, num_samples, prec):
     ok = worst < 5.0 and mean < 5.0
     message = (
         f"sample covariance within {worst:.1f} and mean within {mean:.1f} standard errors of "
-        "P^-1 and 0"
+        f"P^-1 and 0{label}"
     )
     return CheckResult("sample", ok, message + ("" if ok else " (limit 5)"))
 
 
-def _capability_checks(curv, state, params, x, scale, tau, prec, tol):
+def _capability_checks(ctx: _Context, prec, tol):
     from bnn_jax import laplace, predictive  # the predictives are what the capability serves
 
-    p = jax.jit(curv.layer_precisions)(state, scale, tau)
+    curv = ctx.curv
+    p = jax.jit(curv.layer_precisions)(ctx.state, ctx.scale, ctx.prior)
     rebuilt, problem = _capability_precision(p, prec.shape[0], prec.dtype)
     if rebuilt is None:
-        return [CheckResult("layer_precisions", False, problem)]
-    out = [_compare("layer_precisions", rebuilt, prec, tol, "Q diag(D) Q^T per block == P")]
+        return [CheckResult("layer_precisions", False, problem + ctx.label)]
+    what = f"Q diag(D) Q^T per block == P{ctx.label}"
+    out = [_compare("layer_precisions", rebuilt, prec, tol, what)]
     post = laplace.Posterior(
-        mean=params,
-        state=state,
-        scale=jnp.asarray(scale),
-        prior_prec=jnp.asarray(tau),
+        mean=ctx.params,
+        state=ctx.state,
+        scale=jnp.asarray(ctx.scale),
+        prior_prec=jax.tree.map(jnp.asarray, ctx.prior),
         train_nll=jnp.zeros(()),
         curvature=curv,
     )
-    inputs = x[: min(4, x.shape[0])]
+    inputs = ctx.x[: min(4, ctx.x.shape[0])]
     fast = jax.jit(predictive.kronecker.functional_covariance)(post, inputs)
     generic = jax.jit(predictive.jacobian_covariance)(post, inputs)
     scale_f = max(1.0, float(np.max(np.abs(generic))))
-    what = "linearised covariance through the capability == Jacobian rows and solve"
+    what = f"linearised covariance through the capability == Jacobian rows and solve{ctx.label}"
     out.append(_compare("layer_precisions", fast, generic, 1e-8 * scale_f, what))
     return out
 

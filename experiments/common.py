@@ -24,7 +24,6 @@ import matplotlib
 matplotlib.use("Agg")
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bnn_jax import data, ensembles, io, laplace, losses, models, training
@@ -144,35 +143,15 @@ def laplace_cached(
     *,
     curvature,
     params,
-    x_example,
 ) -> laplace.Posterior:
-    """Fit a Laplace posterior with ``fit()`` or rebuild it from what is cached as
-    ``<name>-<hash(settings)>``: the curvature state, ``scale``, ``prior_prec`` and training NLL
-    (the curvature must be the one ``fit`` uses; ``x_example`` a batch of its inputs)."""
+    """Fit a Laplace posterior with ``fit()`` or load it (``laplace.load``, which checks it
+    against ``curvature`` and ``params``) from ``<name>-<hash(settings)>.msgpack``."""
     path = Path(cache_dir) / f"{name}-{config_hash(settings)}.msgpack"
-    template_state = curvature.finalize(curvature.init(params, x_example))
-    leaves, treedef = jax.tree.flatten(template_state)
     if path.exists():
-        zero = jnp.zeros((), jnp.float32)
-        template = {
-            "state": _numbered(leaves),
-            "scale": zero,
-            "prior_prec": zero,
-            "train_nll": zero,
-        }
-        saved = io.load_checkpoint(path, template)
-        numbered = saved.pop("state")
-        state = jax.tree.unflatten(treedef, [numbered[str(i)] for i in range(len(leaves))])
-        return laplace.Posterior(mean=params, state=state, curvature=curvature, **saved)
+        return laplace.load(path, curvature, params)
     posterior = fit()
-    payload = {
-        "state": _numbered(jax.tree.leaves(posterior.state)),
-        "scale": posterior.scale,
-        "prior_prec": posterior.prior_prec,
-        "train_nll": posterior.train_nll,
-    }
     if is_writer():
-        io.save_checkpoint(path, payload, overwrite=True)
+        laplace.save(path, posterior, overwrite=True)
     return posterior
 
 
@@ -209,9 +188,7 @@ def tuned_laplace(
         prior_prec=config["prior_prec"] if config["prior_prec"] > 0 else prior_precs[0],
         progress=False,
     )
-    posterior = laplace_cached(
-        cache_dir, name, settings, fit, curvature=curv, params=params, x_example=ds.x_train[:1]
-    )
+    posterior = laplace_cached(cache_dir, name, settings, fit, curvature=curv, params=params)
     validation = laplace.validation_objective(
         objective,
         ds.x_val,
@@ -227,12 +204,6 @@ def tuned_laplace(
         scale=np.geomspace(*config["scale_grid"]),
         chunk_size=4,
     )
-
-
-def _numbered(leaves: list) -> dict[str, Any]:
-    """Leaves as a dict ``{"0": leaf_0, ...}``: curvature states hold static (non-array) nodes
-    that flax's state-dict serialisation cannot store, so the cache keeps only the leaves."""
-    return {str(i): leaf for i, leaf in enumerate(leaves)}
 
 
 class Report:

@@ -89,6 +89,20 @@ CASES = {
     "partition": (_partition, _dense_head_diagonal_rest),
 }
 LAYERWISE = {"diagonal", "kfac", "kfac_separate_bias", "kfac_per_factor", "efb", "efb_per_factor"}
+TAUS = {"Conv_0": 0.3, "Conv_1": 2.0, "Dense_0": 5.0, "LayerNorm_0": 0.7}
+
+
+def per_layer(path):
+    """One value per layer (a LayerNorm's two leaves differ: they are separate blocks)."""
+    return TAUS[path[0]] * (3.0 if path == ("LayerNorm_0", "bias") else 1.0)
+
+
+def per_leaf(path):
+    """Different kernel and bias values: only structures with separate bias blocks take it."""
+    return TAUS[path[0]] * (3.0 if path[-1] == "bias" else 1.0)
+
+
+HOMOGENEOUS = {"kfac", "kfac_per_factor", "efb", "efb_per_factor", "block_diagonal"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -101,8 +115,10 @@ def test_built_in_structures_conform(name):
         key=KEY,
         expected=expected,
         isotropic_prior=not name.endswith("per_factor"),
+        layer_prior=per_layer if name in HOMOGENEOUS else per_leaf,
     )
     names = {r.name for r in report.results}
+    assert any("(layer-wise prior)" in r.message for r in report.results if r.name == "log_det")
     assert ("layer_precisions" in names) == (name in LAYERWISE)
     assert ("expected" in names) == (expected is not None)
 

@@ -178,33 +178,28 @@ STRUCTURES = [
 SCALE, TAU = 3.0, 0.5
 
 
-@functools.cache
-def precision_matrix(structure, name):
-    """``precision_mvp(SCALE, TAU)`` as a dense matrix."""
-    curv, state = fitted(structure, name)
-    flat, unravel = ravel_pytree(problem(name)[1])
-
-    @jax.jit
-    def build(state):
-        column = lambda e: ravel_pytree(curv.precision_mvp(state, unravel(e), SCALE, TAU))[0]
-        return jax.vmap(column, out_axes=1)(jnp.eye(flat.size))
-
-    with jax.enable_x64(True):
-        return build(state)
-
-
+@pytest.mark.parametrize("layerwise", [False, True], ids=["scalar", "per_layer"])
 @pytest.mark.parametrize("structure", ["kfac_per_factor", "efb_per_factor"])
-def test_per_factor_prior_matches_kronecker_formula(x64, structure):
+def test_per_factor_prior_matches_kronecker_formula(x64, structure, layerwise):
     """KFAC: (sqrt(s) A + sqrt(tau) I) ⊗ (sqrt(s) G + sqrt(tau) I) built with jnp.kron; EFB:
-    s C + sqrt(s tau)(A ⊗ I + I ⊗ G) + tau I on each layer block."""
-    name, scale, tau = "cnn", SCALE, TAU
+    s C + sqrt(s tau)(A ⊗ I + I ⊗ G) + tau I on each layer block; with a per-layer prior,
+    each layer's own tau."""
+    name, scale = "cnn", SCALE
     curv, state = fitted(structure, name)
-    precision = precision_matrix(structure, name)
+    params = problem(name)[1]
+    taus = {"Conv_0": 0.3, "Conv_1": 2.0, "Dense_0": 5.0}
+    prior = jax.tree.map(lambda a: jnp.asarray(TAU), params)
+    if layerwise:
+        prior = {m: jax.tree.map(lambda a, m=m: jnp.asarray(taus[m]), p) for m, p in params.items()}
+    flat, unravel = ravel_pytree(params)
+    column = lambda e: ravel_pytree(curv.precision_mvp(state, unravel(e), scale, prior))[0]
+    precision = jax.jit(jax.vmap(column, out_axes=1))(jnp.eye(flat.size))
     dense = dense_of(curv, state)
     block_idx, other_idx = blocks.dense_indices(state.structure)
     assert len(block_idx) == 3 and not other_idx
-    rs, rt = jnp.sqrt(scale), jnp.sqrt(tau)
-    for f, idx in zip(state.factors, block_idx, strict=True):
+    for f, idx, block in zip(state.factors, block_idx, state.structure.blocks, strict=True):
+        tau = taus[block.layer.path[0]] if layerwise else TAU
+        rs, rt = jnp.sqrt(scale), jnp.sqrt(tau)
         a, g = kron.normalised(f, state.num_data)
         ia, ig = jnp.eye(a.shape[0]), jnp.eye(g.shape[0])
         if structure == "kfac_per_factor":

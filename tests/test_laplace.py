@@ -335,3 +335,69 @@ def test_invalid_hyperparameters_are_errors_not_nan(x64):
     assert int(partly.best) == 1
     with pytest.raises(ValueError, match="key: expected a PRNG key"):
         laplace.sample(post, 0, 2)
+
+
+def test_layerwise_prior_marginal_likelihood_and_its_optimisation(x64):
+    """A per-leaf prior: the marginal likelihood equals the dense formula with diag(tau);
+    optimize_marglik tunes one value per layer to a stationary point; priors a structure
+    cannot represent, or of the wrong shape, are refused."""
+    apply_fn, params, x, y = problem("mlp")
+    lik, exact = losses.categorical(), curvature.exact_fisher()
+    nll, theta, ggn = _brute_force(apply_fn, params, x, y, _select_all)
+    taus = {"Dense_0": 0.5, "Dense_1": 4.0}
+    per_leaf = lambda path: taus[path[0]] * (2.0 if path[-1] == "bias" else 1.0)
+    fit_ = lambda curv, prior: laplace.fit(
+        curv, params, Batches(x, y, 8), key=make_key(0), prior_prec=prior, scale=1.3,
+        progress=False,
+    )  # fmt: skip
+    for factory in (curvature.dense, curvature.diagonal):
+        curv = factory(apply_fn, lik, fisher=exact)
+        prior = laplace.layerwise_prior(curv, params, per_leaf)
+        post = fit_(curv, prior)
+        full = jax.tree.map(lambda w, t: jnp.full(w.shape, t), params, prior)
+        tau = np.asarray(ravel_pytree(full)[0])
+        g = ggn if factory is curvature.dense else np.diag(np.diag(ggn))
+        precision = 1.3 * g + np.diag(tau)
+        expected = (
+            -1.3 * nll
+            - 0.5 * theta @ (tau * theta)
+            + 0.5 * np.sum(np.log(tau))
+            - 0.5 * np.linalg.slogdet(precision)[1]
+        )
+        np.testing.assert_allclose(laplace.log_marginal_likelihood(post), expected, rtol=1e-9)
+        np.testing.assert_allclose(laplace.log_det(post), np.linalg.slogdet(precision)[1])
+
+    curv = curvature.kfac(apply_fn, lik, fisher=exact)
+    post = fit_(curv, laplace.layerwise_prior(curv, params, lambda path: taus[path[0]]))
+    start = laplace.log_marginal_likelihood(post)
+    tuned, trace = laplace.optimize_marglik(post, steps=300, learning_rate=0.1)
+    assert trace.prior_prec["Dense_1"]["kernel"].shape == (300,)
+    assert laplace.log_marginal_likelihood(tuned) > start
+    for layer in taus:  # one value per layer: kernel and bias tied, gradient ~ 0
+        prior = tuned.prior_prec[layer]
+        np.testing.assert_array_equal(prior["kernel"], prior["bias"])
+
+        def in_log(t, layer=layer):
+            prior = {k: dict(p) for k, p in tuned.prior_prec.items()}
+            prior[layer] = {"bias": jnp.exp(t), "kernel": jnp.exp(t)}
+            return laplace.log_marginal_likelihood(tuned, prior_prec=prior)
+
+        grad = jax.grad(in_log)(jnp.log(tuned.prior_prec[layer]["kernel"]))
+        assert abs(float(grad)) < 1e-3
+    assert not np.isclose(tuned.prior_prec["Dense_0"]["bias"], tuned.prior_prec["Dense_1"]["bias"])
+    searched = laplace.search(tuned, lambda p: p.prior_prec, prior_prec=jnp.array([2.0, 0.5]))
+    assert float(searched.posterior.prior_prec) == 0.5  # candidates replace a layer-wise prior
+
+    leafwise = laplace.layerwise_prior(curv, params, per_leaf)
+    with pytest.raises(ValueError, match=r"prior_prec: Dense_0 holds its kernel and bias .*"):
+        fit_(curv, leafwise)
+    separate = curvature.kfac(apply_fn, lik, fisher=exact, bias=curvature.blocks.separate_bias())
+    post = fit_(separate, laplace.layerwise_prior(separate, params, per_leaf))
+    with pytest.raises(ValueError, match="optimize_marglik tunes one value per layer"):
+        laplace.optimize_marglik(post, steps=2, learning_rate=0.1)
+    with pytest.raises(ValueError, match="prior_prec: expected a scalar or one"):
+        fit_(curv, jnp.ones(3))
+    with pytest.raises(ValueError, match="prior_prec: expected a scalar or one scalar per"):
+        fit_(curv, {"Dense_0": 1.0})
+    with pytest.raises(ValueError, match="prior_prec"):
+        fit_(curv, laplace.layerwise_prior(curv, params, lambda path: -1.0))

@@ -95,10 +95,13 @@ def fit(
     batch=8,
     fisher=None,
 ):
-    """``laplace.fit`` with the exact Fisher over ``Batches(x, y, batch)``."""
+    """``laplace.fit`` with the exact Fisher over ``Batches(x, y, batch)``; a callable
+    ``prior_prec`` gives each selected leaf ``prior_prec(path)`` (``laplace.layerwise_prior``)."""
     lik = losses.categorical()
     fisher = curvature.exact_fisher() if fisher is None else fisher
     curv = structure(apply_fn, lik, fisher=fisher, subset=subset)
+    if callable(prior_prec):
+        prior_prec = laplace.layerwise_prior(curv, params, prior_prec)
     return laplace.fit(
         curv,
         params,
@@ -110,11 +113,17 @@ def fit(
     )
 
 
+LAYER_TAUS = {"Dense_0": 0.3, "Dense_1": 3.0, "Conv_0": 0.3, "LayerNorm_0": 2.0}
+
+
 @functools.cache
-def posterior(name, kind="mlp", last_layer=False, prior_prec=0.5):
+def posterior(name, kind="mlp", last_layer=False, layerwise=False, prior_prec=0.5):
     """``(posterior, x)``: the cached fit of structure ``name`` (exact Fisher, scale 1.5) on
-    :func:`problem` ``kind``, over all parameters or the last layer."""
+    :func:`problem` ``kind``, over all parameters or the last layer, with ``prior_prec`` or,
+    if ``layerwise``, one prior precision per layer (``LAYER_TAUS``)."""
     apply_fn, params, x, y = problem(kind)
+    if layerwise:
+        prior_prec = lambda path: LAYER_TAUS[path[0]]
     subset = subsets.last_layer(apply_fn, params, x[:1]) if last_layer else None
     factory = structure_factory(name)
     post = fit(factory, apply_fn, params, x, y, subset=subset, prior_prec=prior_prec, scale=1.5)
@@ -122,9 +131,9 @@ def posterior(name, kind="mlp", last_layer=False, prior_prec=0.5):
 
 
 @functools.cache
-def covariance(name, kind="mlp", last_layer=False) -> np.ndarray:
+def covariance(name, kind="mlp", last_layer=False, layerwise=False) -> np.ndarray:
     """:func:`dense_covariance` of the cached :func:`posterior`."""
-    return dense_covariance(posterior(name, kind, last_layer)[0])
+    return dense_covariance(posterior(name, kind, last_layer, layerwise)[0])
 
 
 def dense_covariance(posterior) -> np.ndarray:

@@ -19,6 +19,8 @@ CASES = [
     ("kfac", "mlp", False),  # Kronecker eigenbases, exact prior
     ("kfac_per_factor", "cnn", False),  # conv patches, per-factor prior, LayerNorm diagonal
     ("kfac", "mlp", True),  # last layer through the Kronecker path
+    ("kfac", "cnn", False, True),  # one prior precision per layer, Kronecker path
+    ("dense", "mlp", True, True),  # one prior precision per layer, generic path
 ]
 
 

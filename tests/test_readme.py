@@ -12,11 +12,12 @@ from flax import nnx
 from bnn_jax import calibration, curvature, data, laplace, losses, models, predictive, training
 
 
-def test_laplace_in_five_lines_runs():
+def test_laplace_in_five_lines_runs(tmp_path, monkeypatch):
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     section = readme.split("## Laplace in five lines", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
+    monkeypatch.chdir(tmp_path)  # the third block saves a posterior
     ds = data.load("digits", seed=0, num_train=200)
     namespace = {
         "jax": jax,
@@ -39,6 +40,8 @@ def test_laplace_in_five_lines_runs():
     assert namespace["log_probs"].shape == (30, len(ds.x_test), ds.num_classes)
     assert jax.tree.leaves(namespace["thetas"])[0].shape[0] == 30
     assert float(namespace["post"].prior_prec) > 0
+    assert (tmp_path / "kfac.msgpack").exists()
+    assert jax.tree.leaves(namespace["prior"])[0].shape == ()
 
 
 def test_writing_a_curvature_approximation_runs_and_conforms():

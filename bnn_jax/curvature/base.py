@@ -31,12 +31,19 @@ concrete (the inverse of ``s C`` alone does not exist: directions the data do no
 such as blank pixels, would have infinite variance); ``finalize`` (when run outside ``jit``)
 and ``check_finite`` raise ``ValueError`` for non-finite curvature. Traced values are not
 checked: validate them at your own public boundary (``laplace`` does).
+
+**Layer-wise prior precision.** ``prior_prec`` is a scalar or a pytree shaped like the selected
+parameters (``subset.select(params)``) holding one scalar per leaf, e.g. one value per layer
+(``laplace.layerwise_prior``); then ``scale C + prior_prec I`` stands for ``scale C +
+diag(tau)`` with ``tau`` constant on each leaf. ``prior_per_leaf`` and ``prior_vector`` turn
+either form into per-leaf values or a flat ``[P]`` vector.
 """
 
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bnn_jax import checks
@@ -44,7 +51,16 @@ from bnn_jax.curvature.subset import Subset
 from bnn_jax.losses import Likelihood
 from bnn_jax.types import ApplyFn, Batch, Key, Params
 
-__all__ = ["Curvature", "check_finite", "check_hyperparameters", "example_inputs", "with_checks"]
+__all__ = [
+    "Curvature",
+    "check_finite",
+    "check_hyperparameters",
+    "example_inputs",
+    "is_scalar_prior",
+    "prior_per_leaf",
+    "prior_vector",
+    "with_checks",
+]
 
 State = Any
 
@@ -93,6 +109,34 @@ class Curvature(NamedTuple):
     subset: Subset
     num_passes: int = 1
     layer_precisions: Callable[[State, Any, Any], Any] | None = None
+
+
+def is_scalar_prior(prior_prec: Any) -> bool:
+    """Whether ``prior_prec`` is one value (a pytree leaf) rather than a pytree of per-leaf
+    values."""
+    return jax.tree_util.treedef_is_leaf(jax.tree.structure(prior_prec))
+
+
+def prior_per_leaf(prior_prec: Any, layout) -> list:
+    """The prior precision of each leaf of ``layout`` (a ``Layout`` of the selected
+    parameters): the scalar repeated, or the pytree's leaves in the same order."""
+    if is_scalar_prior(prior_prec):
+        return [prior_prec] * len(layout.paths)
+    leaves = jax.tree.leaves(prior_prec)
+    if len(leaves) != len(layout.paths):
+        raise ValueError(
+            f"prior_prec: expected a scalar or one value per selected parameter leaf "
+            f"({len(layout.paths)}), got {len(leaves)} values"
+        )
+    return leaves
+
+
+def prior_vector(prior_prec: Any, layout) -> jax.Array:
+    """``tau`` as a flat ``[P]`` vector in ``tree.ravel`` order of the selected parameters."""
+    taus = prior_per_leaf(prior_prec, layout)
+    return jnp.concatenate(
+        [jnp.broadcast_to(t, (n,)) for t, n in zip(taus, layout.sizes, strict=True)]
+    )
 
 
 def _values(name: str, value: Any) -> list[np.ndarray]:

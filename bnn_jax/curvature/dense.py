@@ -4,7 +4,10 @@
 other structures are tested against. ``finalize`` stores the eigendecomposition
 ``C = V diag(lam) V^T`` (eigenvalues clamped at 0: ``C`` is positive semi-definite, negative
 values are rounding), so that with ``d = scale lam + prior_prec``:
-``solve(v) = V (V^T v / d)``, ``sample = V (eps / sqrt(d))``, ``log_det = sum log d``.
+``solve(v) = V (V^T v / d)``, ``sample = V (eps / sqrt(d))``, ``log_det = sum log d``. A
+per-leaf ``prior_prec`` (``base``) gives ``P = scale C + diag(tau)``, no longer diagonal in
+``V``: its Cholesky factor ``P = L L^T`` (``O(P^3)`` per call) gives ``solve``,
+``sample = L^-T eps`` and ``log_det = 2 sum log diag(L)``.
 """
 
 from typing import NamedTuple
@@ -14,7 +17,7 @@ import jax.numpy as jnp
 
 from bnn_jax import checks, chunking, tree
 from bnn_jax.curvature import per_example
-from bnn_jax.curvature.base import Curvature, with_checks
+from bnn_jax.curvature.base import Curvature, is_scalar_prior, prior_vector, with_checks
 from bnn_jax.curvature.fisher import Fisher, batch_factors
 from bnn_jax.curvature.layout import Layout
 from bnn_jax.curvature.subset import Subset, everything
@@ -92,22 +95,37 @@ def dense(
 
     def precision_mvp(state, v, scale, prior_prec):
         flat = state.layout.ravel(v)
-        return state.layout.unravel(scale * (state.matrix @ flat) + prior_prec * flat)
+        tau = prior_vector(prior_prec, state.layout)
+        return state.layout.unravel(scale * (state.matrix @ flat) + tau * flat)
 
     def _diag(state, scale, prior_prec):
         return scale * state.eigenvalues + prior_prec
 
+    def _cholesky(state, scale, prior_prec):
+        m = 0.5 * (state.matrix + state.matrix.T)
+        return jnp.linalg.cholesky(scale * m + jnp.diag(prior_vector(prior_prec, state.layout)))
+
     def solve(state, v, scale, prior_prec):
-        vecs = state.eigenvectors
         flat = state.layout.ravel(v)
+        if not is_scalar_prior(prior_prec):
+            chol = _cholesky(state, scale, prior_prec)
+            return state.layout.unravel(jax.scipy.linalg.cho_solve((chol, True), flat))
+        vecs = state.eigenvectors
         return state.layout.unravel(vecs @ ((vecs.T @ flat) / _diag(state, scale, prior_prec)))
 
     def sample(state, key, scale, prior_prec):
         (eps,) = tree.standard_normals(key, [state.eigenvalues.shape], state.eigenvalues.dtype)
+        if not is_scalar_prior(prior_prec):
+            chol = _cholesky(state, scale, prior_prec)
+            z = jax.scipy.linalg.solve_triangular(chol.T, eps, lower=False)
+            return state.layout.unravel(z)
         z = state.eigenvectors @ (eps * jax.lax.rsqrt(_diag(state, scale, prior_prec)))
         return state.layout.unravel(z)
 
     def log_det(state, scale, prior_prec):
+        if not is_scalar_prior(prior_prec):
+            chol = _cholesky(state, scale, prior_prec)
+            return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
         return jnp.sum(jnp.log(_diag(state, scale, prior_prec)))
 
     def to_dense(state):

@@ -8,9 +8,10 @@ Conv layers (and Dense layers applied at several positions) per-example weight g
 examples. Other parameters (norm scales, embeddings) use chunked per-example gradients.
 Memory never holds ``batch x parameters`` at once when ``chunk_size`` is set.
 
-With ``p = scale d + prior_prec``: ``solve(v) = v / p``, ``sample = eps / sqrt(p)``,
-``log_det = sum log p``. Declares the ``layer_precisions`` capability (identity bases), so the
-linearised predictive and local reparameterisation work per layer.
+With ``p = scale d + prior_prec`` (a per-leaf ``prior_prec`` adds each leaf's value):
+``solve(v) = v / p``, ``sample = eps / sqrt(p)``, ``log_det = sum log p``. Declares the
+``layer_precisions`` capability (identity bases), so the linearised predictive and local
+reparameterisation work per layer.
 """
 
 from typing import NamedTuple
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 
 from bnn_jax import checks, tree
 from bnn_jax.curvature import blocks, layerwise
-from bnn_jax.curvature.base import Curvature, with_checks
+from bnn_jax.curvature.base import Curvature, prior_per_leaf, with_checks
 from bnn_jax.curvature.blocks import Structure
 from bnn_jax.curvature.fisher import Fisher
 from bnn_jax.curvature.layout import Layout
@@ -89,7 +90,11 @@ def diagonal(
         return state
 
     def _precision(state, scale, prior_prec):
-        return jax.tree.map(lambda d: scale * d + prior_prec, state.diagonal)
+        leaves, treedef = jax.tree.flatten(state.diagonal)
+        taus = prior_per_leaf(prior_prec, state.structure.layout)
+        return jax.tree.unflatten(
+            treedef, [scale * d + t for d, t in zip(leaves, taus, strict=True)]
+        )
 
     def precision_mvp(state, v, scale, prior_prec):
         return jax.tree.map(jnp.multiply, _precision(state, scale, prior_prec), v)

@@ -31,9 +31,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from bnn_jax import tree
+from bnn_jax import checks, tree
 from bnn_jax.curvature import blocks
+from bnn_jax.curvature.base import is_scalar_prior, prior_per_leaf
 from bnn_jax.curvature.blocks import BiasLayout, Structure
 from bnn_jax.curvature.subset import Subset
 from bnn_jax.types import ApplyFn, Params
@@ -99,9 +101,28 @@ def add_others(
 
 
 def prior_parts(structure: Structure, prior_prec) -> tuple[list, list]:
-    """The prior precision of every block and of every other leaf (a scalar ``prior_prec``
-    applies to all)."""
-    return [prior_prec] * len(structure.blocks), [prior_prec] * len(structure.other_paths)
+    """The prior precision of every block and of every other leaf, from a scalar or a
+    per-leaf pytree (``base``). A block that holds both a kernel and a bias (the homogeneous
+    layout) takes one value: the kernel's; ``ValueError`` when the bias's differs (checked
+    when the values are concrete; use ``blocks.separate_bias()`` for separate values)."""
+    if is_scalar_prior(prior_prec):
+        return [prior_prec] * len(structure.blocks), [prior_prec] * len(structure.other_paths)
+    layout = structure.layout
+    leaves = dict(zip(layout.paths, prior_per_leaf(prior_prec, layout), strict=True))
+    taus = []
+    for block in structure.blocks:
+        kernel, bias = block.layer.kernel_path, block.layer.bias_path
+        if block.kernel and block.bias:
+            k, b = checks.concrete(leaves[kernel]), checks.concrete(leaves[bias])
+            if k is not None and b is not None and not np.array_equal(k, b):
+                raise ValueError(
+                    f"prior_prec: {'/'.join(block.layer.path)} holds its kernel and bias in one "
+                    f"block (blocks.homogeneous_bias()), which takes one prior precision; got "
+                    f"{k} and {b}: give both the same value or build the curvature with "
+                    "bias=blocks.separate_bias()"
+                )
+        taus.append(leaves[kernel] if block.kernel else leaves[bias])
+    return taus, [leaves[p] for p in structure.other_paths]
 
 
 def other_precisions(others: Sequence[jax.Array], scale, prior_precs: Sequence) -> tuple:

@@ -16,7 +16,8 @@ never a Jacobian), with one pass over the data per iteration:
 batches on every pass; with the MC Fisher each pass sees its own sampled labels, so prefer
 ``exact_fisher()`` here.
 
-With ``D = scale c + tau`` and ``W = U sqrt(scale lam)`` the precision is ``D + W W^T``:
+With ``D = scale c + tau`` (``tau`` a vector for a per-leaf prior) and ``W = U sqrt(scale
+lam)`` the precision is ``D + W W^T``:
 ``solve`` by Woodbury, ``(D + W W^T)^{-1} = D^{-1} - D^{-1} W K^{-1} W^T D^{-1}``,
 ``K = I + W^T D^{-1} W``; ``log_det = sum log D + log det K`` (determinant lemma); exact
 samples ``z = D^{-1/2} (eps + Q_V ((1 + s^2)^{-1/2} - 1) Q_V^T eps)`` from the thin SVD
@@ -29,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from bnn_jax import checks, tree
-from bnn_jax.curvature.base import Curvature, with_checks
+from bnn_jax.curvature.base import Curvature, prior_vector, with_checks
 from bnn_jax.curvature.diagonal import diagonal
 from bnn_jax.curvature.fisher import Fisher, batch_factors
 from bnn_jax.curvature.layout import Layout
@@ -164,14 +165,15 @@ def low_rank(
         )
 
     def _parts(state, scale, prior_prec):
-        d = scale * state.correction + prior_prec
+        d = scale * state.correction + prior_vector(prior_prec, state.layout)
         w = state.eigenvectors * jnp.sqrt(scale * state.eigenvalues)
         return d, w
 
     def precision_mvp(state, v, scale, prior_prec):
         u, lam = state.eigenvectors, state.eigenvalues
         x = state.layout.ravel(v)
-        out = scale * (u @ (lam * (u.T @ x)) + state.correction * x) + prior_prec * x
+        tau = prior_vector(prior_prec, state.layout)
+        out = scale * (u @ (lam * (u.T @ x)) + state.correction * x) + tau * x
         return state.layout.unravel(out)
 
     def _capacitance(d, w):

@@ -11,7 +11,8 @@ structures combine, e.g. a dense last layer and a diagonal rest, or a KFAC body 
 head. The parts must be built for the same ``apply_fn`` and likelihood; each sees every batch
 with the same key (so MC-Fisher parts draw the same targets) for as many passes as it needs
 (the partition makes the largest number of passes; a part that needs fewer skips the rest).
-Parameters no part selects stay at the MAP. It has no ``layer_precisions`` capability: the
+Parameters no part selects stay at the MAP. A per-leaf ``prior_prec`` is split like
+``v``. It has no ``layer_precisions`` capability: the
 linearised predictive uses Jacobian rows and ``solve``.
 
 Example:
@@ -32,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnn_jax.curvature.base import Curvature, with_checks
+from bnn_jax.curvature.base import Curvature, is_scalar_prior, prior_per_leaf, with_checks
 from bnn_jax.curvature.layout import Layout
 from bnn_jax.curvature.subset import where
 
@@ -127,28 +128,35 @@ def partition(curvatures: Sequence[Curvature]) -> Curvature:
             leaves.update(layout.leaves_by_path(t))
         return state.layouts.union.from_leaves(leaves)
 
-    def each(state, name, v, *args):
+    def split_prior(state, prior_prec):
+        """The prior of each part: the scalar, or each part's leaves of a per-leaf pytree."""
+        if is_scalar_prior(prior_prec):
+            return [prior_prec] * len(parts)
+        union_layout = state.layouts.union
+        taus = prior_per_leaf(prior_prec, union_layout)
+        by_path = dict(zip(union_layout.paths, taus, strict=True))
+        return [layout.from_leaves(by_path) for layout in state.layouts.parts]
+
+    def each(state, name, first, scale, prior_prec):
+        taus = split_prior(state, prior_prec)
         return [
-            getattr(c, name)(s, vi, *args)
-            for c, s, vi in zip(parts, state.parts, split(state, v), strict=True)
+            getattr(c, name)(s, x, scale, t)
+            for c, s, x, t in zip(parts, state.parts, first, taus, strict=True)
         ]
 
     def precision_mvp(state, v, scale, prior_prec):
-        return merge(state, each(state, "precision_mvp", v, scale, prior_prec))
+        return merge(state, each(state, "precision_mvp", split(state, v), scale, prior_prec))
 
     def solve(state, v, scale, prior_prec):
-        return merge(state, each(state, "solve", v, scale, prior_prec))
+        return merge(state, each(state, "solve", split(state, v), scale, prior_prec))
 
     def sample(state, key, scale, prior_prec):
-        keys = jax.random.split(key, len(parts))
-        draws = [
-            c.sample(s, k, scale, prior_prec)
-            for c, s, k in zip(parts, state.parts, keys, strict=True)
-        ]
-        return merge(state, draws)
+        keys = list(jax.random.split(key, len(parts)))
+        return merge(state, each(state, "sample", keys, scale, prior_prec))
 
     def log_det(state, scale, prior_prec):
-        return sum(c.log_det(s, scale, prior_prec) for c, s in zip(parts, state.parts, strict=True))
+        taus = split_prior(state, prior_prec)
+        return sum(c.log_det(s, scale, t) for c, s, t in zip(parts, state.parts, taus, strict=True))
 
     def to_dense(state):
         union_layout = state.layouts.union

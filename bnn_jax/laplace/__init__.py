@@ -3,7 +3,8 @@
 ``posterior = fit(curvature, params, batches, ...)`` builds ``N(theta*, (s C + tau I)^-1)``;
 ``sample``, ``log_det`` and ``log_marginal_likelihood`` use it; ``optimize_marglik`` (gradient
 ascent of the evidence) and ``search`` (grid/random search on a validation objective) tune
-``(scale, prior_prec)`` without re-estimating the curvature.
+``(scale, prior_prec)`` without re-estimating the curvature; ``save``/``load`` store a fitted
+posterior (msgpack, checked against the curvature and the parameters when loaded).
 
 Example:
   >>> curv = curvature.kfac(apply_fn, lik, fisher=curvature.mc_fisher())
@@ -18,8 +19,16 @@ from bnn_jax.laplace.marglik import (
     noise_std,
     optimize_marglik,
 )
-from bnn_jax.laplace.posterior import Posterior, fit, log_det, sample, sample_one
+from bnn_jax.laplace.posterior import (
+    Posterior,
+    fit,
+    layerwise_prior,
+    log_det,
+    sample,
+    sample_one,
+)
 from bnn_jax.laplace.search import SearchResult, error_plus_ece, search, validation_objective
+from bnn_jax.laplace.storage import load, save
 
 __all__ = [
     "MarglikTrace",
@@ -27,12 +36,15 @@ __all__ = [
     "SearchResult",
     "error_plus_ece",
     "fit",
+    "layerwise_prior",
+    "load",
     "log_det",
     "log_marginal_likelihood",
     "noise_std",
     "optimize_marglik",
     "sample",
     "sample_one",
+    "save",
     "search",
     "validation_objective",
 ]

@@ -30,6 +30,10 @@ MacKay's ``sigma_s^2 = (SSE + sigma_s^2 tr(Sigma s C)) / M``. ``optimize_marglik
 tune_noise=True)`` tunes ``sigma_s`` jointly with ``tau`` this way and returns the posterior
 with the new scale ``s = sigma^2 / sigma_s^2``; the likelihood, the curvature and ``train_nll``
 stay those of the fit, so every predictive sees the new noise through the scale.
+
+With a layer-wise prior (one ``tau_l`` per selected leaf ``l`` of ``P_l`` scalars) the prior
+terms are ``sum_l (-tau_l/2 ||theta*_l||^2 + P_l/2 log tau_l)`` and the determinant is that of
+``s C + diag(tau)``.
 """
 
 from typing import NamedTuple
@@ -39,8 +43,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bnn_jax import checks, tree
-from bnn_jax.laplace.posterior import Posterior, check_posterior, check_scalar_hyperparameters
+from bnn_jax import checks
+from bnn_jax.curvature.base import is_scalar_prior, prior_per_leaf
+from bnn_jax.curvature.layout import Layout
+from bnn_jax.laplace.posterior import Posterior, check_hyperparameters_of, check_posterior
 
 __all__ = ["MarglikTrace", "log_marginal_likelihood", "noise_std", "optimize_marglik"]
 
@@ -95,7 +101,8 @@ def log_marginal_likelihood(posterior: Posterior, scale=None, prior_prec=None) -
       posterior: a fitted :class:`Posterior`.
       scale: ``s > 0`` (default ``posterior.scale``); for a Gaussian posterior the noise
         ``sigma / sqrt(s)``.
-      prior_prec: ``tau > 0`` (default ``posterior.prior_prec``).
+      prior_prec: ``tau > 0``, a scalar or one value per selected leaf (default
+        ``posterior.prior_prec``).
 
     Example:
       >>> grad = jax.grad(lambda t: log_marginal_likelihood(post, prior_prec=jnp.exp(t)))
@@ -104,21 +111,21 @@ def log_marginal_likelihood(posterior: Posterior, scale=None, prior_prec=None) -
     check_posterior(posterior)
     scale = posterior.scale if scale is None else scale
     prior_prec = posterior.prior_prec if prior_prec is None else prior_prec
-    check_scalar_hyperparameters(scale, prior_prec)
+    check_hyperparameters_of(posterior, scale, prior_prec)
     _check_num_outputs(posterior)
     return _jitted_log_marginal_likelihood(posterior, scale, prior_prec)
 
 
 def _log_marginal_likelihood(posterior: Posterior, scale, prior_prec) -> jax.Array:
     theta = posterior.subset.select(posterior.mean)
-    num_params = tree.tree_size(theta)
-    log_det = posterior.curvature.log_det(posterior.state, scale, prior_prec)
-    return (
-        -_data_term(posterior, scale)
-        - 0.5 * prior_prec * tree.tree_dot(theta, theta)
-        + 0.5 * num_params * jnp.log(prior_prec)
-        - 0.5 * log_det
+    leaves = jax.tree.leaves(theta)
+    taus = prior_per_leaf(prior_prec, Layout.of(theta))
+    prior = sum(
+        -0.5 * t * jnp.vdot(w, w) + 0.5 * w.size * jnp.log(t)
+        for w, t in zip(leaves, taus, strict=True)
     )
+    log_det = posterior.curvature.log_det(posterior.state, scale, prior_prec)
+    return -_data_term(posterior, scale) + prior - 0.5 * log_det
 
 
 # Called directly (not this jitted wrapper) inside ``_optimize``'s scan: differentiating a
@@ -129,7 +136,8 @@ _jitted_log_marginal_likelihood = jax.jit(_log_marginal_likelihood)
 
 class MarglikTrace(NamedTuple):
     """Per optimisation step, the values before that step's update: ``log_marglik``,
-    ``prior_prec`` and ``scale`` (each ``[steps]``)."""
+    ``prior_prec`` and ``scale`` (each ``[steps]``; a layer-wise ``prior_prec`` is its pytree
+    with ``[steps]`` leaves)."""
 
     log_marglik: jax.Array
     prior_prec: jax.Array
@@ -147,7 +155,10 @@ def optimize_marglik(
     """Maximise the log marginal likelihood over ``log prior_prec`` (and ``log scale``) with Adam.
 
     Starts from the posterior's ``(scale, prior_prec)``; one jitted ``lax.scan`` of ``steps``
-    Adam steps on ``-log_marginal_likelihood``, in log space so the values stay positive.
+    Adam steps on ``-log_marginal_likelihood``, in log space so the values stay positive. A
+    layer-wise ``prior_prec`` is tuned with one value per layer (module: the leaves sharing a
+    path up to the last entry, e.g. a kernel and its bias), which every structure can take;
+    its leaves must start equal within each module.
 
     Args:
       posterior: a fitted :class:`Posterior` with ``prior_prec > 0``.
@@ -187,10 +198,14 @@ def optimize_marglik(
             "use tune_noise=True"
         )
     _check_num_outputs(posterior)
-    tuned, trace = _optimize(posterior, steps, float(learning_rate), bool(tune_scale or tune_noise))
-    finite = np.isfinite(np.asarray(trace.log_marglik))
-    finite &= np.isfinite(np.asarray(trace.prior_prec)) & np.isfinite(np.asarray(trace.scale))
-    final = [np.asarray(v) for v in (tuned.scale, tuned.prior_prec)]
+    groups = _module_groups(posterior)
+    tuned, trace = _optimize(
+        posterior, steps, float(learning_rate), bool(tune_scale or tune_noise), groups
+    )
+    finite = np.isfinite(np.asarray(trace.log_marglik)) & np.isfinite(np.asarray(trace.scale))
+    for leaf in jax.tree.leaves(trace.prior_prec):
+        finite &= np.isfinite(np.asarray(leaf))
+    final = [np.asarray(v) for v in jax.tree.leaves((tuned.scale, tuned.prior_prec))]
     if not (finite.all() and all(np.all(np.isfinite(v) & (v > 0)) for v in final)):
         step = int(np.argmin(finite)) if not finite.all() else steps
         raise ValueError(
@@ -201,9 +216,35 @@ def optimize_marglik(
     return tuned, trace
 
 
-@jax.jit(static_argnums=(1, 3))
-def _optimize(posterior, steps, learning_rate, tune_scale):
+def _module_groups(posterior) -> tuple[int, ...] | None:
+    """For a layer-wise prior, the module index of every selected leaf (``None`` for a
+    scalar prior); ``ValueError`` when a module's leaves start with different values."""
+    if is_scalar_prior(posterior.prior_prec):
+        return None
+    layout = Layout.of(posterior.subset.select(posterior.mean))
+    modules = list(dict.fromkeys(p[:-1] for p in layout.paths))
+    index = tuple(modules.index(p[:-1]) for p in layout.paths)
+    values = [np.asarray(t) for t in prior_per_leaf(posterior.prior_prec, layout)]
+    for i, module in enumerate(modules):
+        start = {float(v) for v, g in zip(values, index, strict=True) if g == i}
+        if len(start) > 1:
+            raise ValueError(
+                f"prior_prec: optimize_marglik tunes one value per layer; the leaves of "
+                f"{'/'.join(module)} start at different values {sorted(start)}"
+            )
+    return index
+
+
+@jax.jit(static_argnums=(1, 3, 4))
+def _optimize(posterior, steps, learning_rate, tune_scale, groups):
     optimizer = optax.adam(learning_rate)
+    treedef = jax.tree.structure(posterior.prior_prec)
+
+    def prior_of(log_prior):
+        if groups is None:
+            return jnp.exp(log_prior)
+        taus = jnp.exp(log_prior)[jnp.asarray(groups)]
+        return jax.tree.unflatten(treedef, list(taus))
 
     # Only the tuned values are differentiated: carrying an unused log scale through
     # value_and_grad doubled the cost of every step (Adam acts elementwise, so the prior
@@ -211,8 +252,8 @@ def _optimize(posterior, steps, learning_rate, tune_scale):
     def unpack(log_hyper):
         if tune_scale:
             log_scale, log_prior_prec = log_hyper
-            return jnp.exp(log_scale), jnp.exp(log_prior_prec)
-        return posterior.scale, jnp.exp(log_hyper)
+            return jnp.exp(log_scale), prior_of(log_prior_prec)
+        return posterior.scale, prior_of(log_hyper)
 
     def loss(log_hyper):
         return -_log_marginal_likelihood(posterior, *unpack(log_hyper))
@@ -224,7 +265,12 @@ def _optimize(posterior, steps, learning_rate, tune_scale):
         scale, prior_prec = unpack(log_hyper)
         return (optax.apply_updates(log_hyper, updates), opt_state), (-value, prior_prec, scale)
 
-    log_prior_prec = jnp.log(posterior.prior_prec)
+    if groups is None:
+        log_prior_prec = jnp.log(posterior.prior_prec)
+    else:  # one value per module: the first leaf of each
+        leaves = jax.tree.leaves(posterior.prior_prec)
+        first = [groups.index(g) for g in range(max(groups) + 1)]
+        log_prior_prec = jnp.log(jnp.stack([leaves[i] for i in first]))
     init = (jnp.log(posterior.scale), log_prior_prec) if tune_scale else log_prior_prec
     (log_hyper, _), trace = jax.lax.scan(step, (init, optimizer.init(init)), length=steps)
     scale, prior_prec = unpack(log_hyper)

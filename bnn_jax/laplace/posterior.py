@@ -33,12 +33,19 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bnn_jax import checks, tree
-from bnn_jax.curvature.base import Curvature, check_finite, check_hyperparameters
+from bnn_jax.curvature.base import (
+    Curvature,
+    check_finite,
+    check_hyperparameters,
+    example_inputs,
+    is_scalar_prior,
+)
+from bnn_jax.curvature.layout import Layout
 from bnn_jax.curvature.subset import Subset
 from bnn_jax.losses import Likelihood
 from bnn_jax.types import ApplyFn, Batch, Key, Params
 
-__all__ = ["Posterior", "fit", "log_det", "sample", "sample_one"]
+__all__ = ["Posterior", "fit", "layerwise_prior", "log_det", "sample", "sample_one"]
 
 
 @flax.struct.dataclass
@@ -49,11 +56,15 @@ class Posterior:
       mean: the MAP parameters ``theta*`` (all parameters of the model).
       state: the curvature state (``C`` summed over ``state.num_data`` examples).
       scale: ``s``, multiplier of ``C`` (the post's ``N`` is ``s * state.num_data``).
-      prior_prec: ``tau``, precision of the isotropic Gaussian prior on the selected parameters.
+      prior_prec: ``tau``, precision of the Gaussian prior on the selected parameters: a scalar,
+        or one value per selected leaf (a pytree like ``subset.select(mean)``, see
+        :func:`layerwise_prior`), i.e. ``diag(tau)`` constant on each leaf.
       train_nll: training negative log-likelihood at the MAP, summed over the examples
         (used by the marginal likelihood).
       curvature: the ``Curvature`` it was fitted with; ``apply_fn``, ``likelihood`` and
         ``subset`` read the ones the curvature was built for.
+      inputs: shape and dtype of one input example (``[1, ...]``) the curvature was
+        initialised with (set by :func:`fit`; ``laplace.load`` rebuilds the state from it).
     """
 
     mean: Params
@@ -62,6 +73,7 @@ class Posterior:
     prior_prec: jax.Array
     train_nll: jax.Array
     curvature: Curvature = flax.struct.field(pytree_node=False)
+    inputs: jax.ShapeDtypeStruct | None = flax.struct.field(pytree_node=False, default=None)
 
     @property
     def apply_fn(self) -> ApplyFn:
@@ -87,13 +99,41 @@ def _float_dtype(params: Params):
     return jnp.result_type(*leaves) if leaves else jnp.result_type(float)
 
 
-def check_scalar_hyperparameters(scale, prior_prec) -> None:
-    """``ValueError`` unless ``scale`` and ``prior_prec`` are scalars with ``scale > 0`` and
-    ``prior_prec > 0`` (values are checked only when concrete)."""
-    for name, value in (("scale", scale), ("prior_prec", prior_prec)):
-        if jnp.ndim(value) != 0:
-            raise ValueError(f"{name}: expected a scalar, got shape {jnp.shape(value)}")
+def as_prior(prior_prec, selected: Params, dtype=None):
+    """``prior_prec`` as a scalar array or a pytree of scalar arrays shaped like ``selected``
+    (the selected parameters); ``ValueError`` for any other shape or tree."""
+    if is_scalar_prior(prior_prec):
+        if jnp.ndim(prior_prec) != 0:
+            raise ValueError(
+                "prior_prec: expected a scalar or one value per selected parameter leaf (a "
+                f"pytree from laplace.layerwise_prior), got shape {jnp.shape(prior_prec)}"
+            )
+        return jnp.asarray(prior_prec, dtype)
+    paths = Layout.of(selected).paths
+    if jax.tree.structure(prior_prec) != jax.tree.structure(selected) or any(
+        jnp.ndim(t) != 0 for t in jax.tree.leaves(prior_prec)
+    ):
+        raise ValueError(
+            "prior_prec: expected a scalar or one scalar per selected parameter leaf, a pytree "
+            f"like subset.select(params) with leaves {['/'.join(p) for p in paths]} (see "
+            f"laplace.layerwise_prior), got {jax.tree.structure(prior_prec)}"
+        )
+    return jax.tree.map(lambda t: jnp.asarray(t, dtype), prior_prec)
+
+
+def check_hyperparameters_of(posterior, scale, prior_prec) -> None:
+    """``ValueError`` unless ``scale`` is a scalar > 0 and ``prior_prec`` a valid prior (> 0)
+    for ``posterior``'s selected parameters (values are checked only when concrete). A
+    per-leaf prior is also passed through the structure once (``log_det``), which refuses
+    values it cannot represent (e.g. different kernel and bias values in one Kronecker
+    block)."""
+    if jnp.ndim(scale) != 0:
+        raise ValueError(f"scale: expected a scalar, got shape {jnp.shape(scale)}")
+    as_prior(prior_prec, posterior.subset.select(posterior.mean))
     check_hyperparameters(scale, prior_prec)
+    concrete = not any(checks.is_traced(leaf) for leaf in jax.tree.leaves((scale, prior_prec)))
+    if not is_scalar_prior(prior_prec) and concrete:
+        posterior.curvature.log_det(posterior.state, scale, prior_prec)
 
 
 def check_posterior(posterior) -> None:
@@ -101,7 +141,23 @@ def check_posterior(posterior) -> None:
     ``prior_prec`` are valid (when concrete; module docstring)."""
     if not isinstance(posterior, Posterior):
         raise ValueError(f"posterior: expected a laplace.Posterior, got {type(posterior).__name__}")
-    check_scalar_hyperparameters(posterior.scale, posterior.prior_prec)
+    check_hyperparameters_of(posterior, posterior.scale, posterior.prior_prec)
+
+
+def layerwise_prior(curvature: Curvature, params: Params, value) -> Params:
+    """One prior precision per selected parameter leaf, for ``fit``/``replace``/the marginal
+    likelihood: ``value(path)`` for each leaf path (a tuple of strings), or ``value`` for all.
+
+    Example (one value per layer, kernel and bias alike):
+      >>> taus = {"Dense_0": 1.0, "Dense_1": 10.0}
+      >>> prior = laplace.layerwise_prior(curv, params, lambda path: taus[path[0]])
+      >>> post = laplace.fit(curv, params, batches, key=key, prior_prec=prior)
+    """
+    selected = curvature.subset.select(params)
+    values = [value(p) if callable(value) else value for p in Layout.of(selected).paths]
+    return as_prior(
+        jax.tree.unflatten(jax.tree.structure(selected), values), selected, _float_dtype(params)
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("curvature",))
@@ -143,7 +199,8 @@ def fit(
       batches: a re-iterable of ``Batch(x, y)`` (e.g. ``data.Batches(x, y, 128)``), the
         training data; iterated once per pass.
       key: PRNG key for the MC Fisher's sampled targets.
-      prior_prec: prior precision ``tau > 0``.
+      prior_prec: prior precision ``tau > 0``: a scalar or one value per selected parameter
+        leaf (:func:`layerwise_prior`).
       scale: multiplier ``s > 0`` of the summed curvature (default 1).
       progress: show a tqdm progress bar over batches.
 
@@ -157,20 +214,24 @@ def fit(
     if not isinstance(curvature, Curvature):
         raise ValueError(f"curvature: expected a curvature.Curvature, got {curvature!r}")
     checks.key("key", key)
-    check_scalar_hyperparameters(scale, prior_prec)
     dtype = _float_dtype(params)
+    prior_prec = as_prior(prior_prec, curvature.subset.select(params), dtype)
+    if jnp.ndim(scale) != 0:
+        raise ValueError(f"scale: expected a scalar, got shape {jnp.shape(scale)}")
+    check_hyperparameters(scale, prior_prec)
     step = functools.partial(_fit_step, curvature=curvature)
     finalize = jax.jit(curvature.finalize)
     total = curvature.num_passes * len(batches) if hasattr(batches, "__len__") else None
     bar = tqdm(total=total, desc="laplace.fit", disable=not progress, leave=False)
-    state, num_outputs, counts = None, None, []
+    state, inputs, num_outputs, counts = None, None, None, []
     for _ in range(curvature.num_passes):
         nll_sum, finite, count = jnp.zeros((), dtype), jnp.asarray(True), 0
         for index, batch in enumerate(batches):
             if not isinstance(batch, Batch) or jnp.ndim(batch.x) < 1 or len(batch.x) == 0:
                 raise ValueError(f"batches: expected non-empty Batch(x, y) items, got {batch!r}")
             if state is None:
-                state = curvature.init(params, batch.x)
+                inputs = example_inputs(batch.x)
+                state = curvature.init(params, inputs)
                 num_outputs = jax.eval_shape(curvature.apply_fn, params, batch.x).shape[-1]
             # numpy targets are checked on the host as they are: a device copy would make the
             # check wait for the steps in flight and stop host work overlapping the compute
@@ -194,14 +255,17 @@ def fit(
         raise ValueError(f"batches: expected the same examples on every pass, got counts {counts}")
     if not np.isfinite(float(nll_sum)):
         raise ValueError("params: the training NLL at the MAP is not finite")
-    return Posterior(
+    posterior = Posterior(
         mean=params,
         state=state,
         scale=jnp.asarray(scale, dtype),
-        prior_prec=jnp.asarray(prior_prec, dtype),
+        prior_prec=prior_prec,
         train_nll=nll_sum,
         curvature=curvature,
+        inputs=inputs,
     )
+    check_posterior(posterior)  # a per-leaf prior the structure cannot take is refused here
+    return posterior
 
 
 def sample_one(posterior: Posterior, key: Key) -> Params:
@@ -237,6 +301,7 @@ def _sample(posterior: Posterior, key: Key, num_samples: int) -> Params:
 
 
 def log_det(posterior: Posterior) -> jax.Array:
-    """``log det(scale C + prior_prec I)``, the log-determinant of the posterior precision."""
+    """``log det(scale C + diag(prior_prec))``, the log-determinant of the posterior
+    precision."""
     check_posterior(posterior)
     return posterior.curvature.log_det(posterior.state, posterior.scale, posterior.prior_prec)

@@ -108,7 +108,8 @@ def search(
       posterior: a fitted :class:`Posterior` (its curvature is reused as is).
       objective_fn: ``fn(posterior) -> scalar`` to minimise, e.g. from
         :func:`validation_objective`. Must be jax-traceable.
-      prior_prec: 1-D array of candidate prior precisions (> 0).
+      prior_prec: 1-D array of candidate prior precisions (> 0); each candidate is one value
+        for every parameter (it replaces a layer-wise prior).
       scale: 1-D array of candidate scales (> 0); ``None`` keeps ``posterior.scale``.
       num_random: number of random candidates instead of the grid.
       key: PRNG key of the random candidates (required with ``num_random``).
@@ -141,7 +142,7 @@ def search(
             return np.exp(np.asarray(jax.random.uniform(k, (num_random,), minval=low, maxval=high)))
 
         scales, prior_precs = log_uniform(scale_key, scales), log_uniform(prior_key, prior_precs)
-    dtype = posterior.prior_prec.dtype
+    dtype = posterior.scale.dtype
     scales, prior_precs = jnp.asarray(scales, dtype), jnp.asarray(prior_precs, dtype)
     values = _evaluate(posterior, objective_fn, scales, prior_precs, chunk_size)
     if not np.any(np.isfinite(np.asarray(values))):
