@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from bnn_jax import models
+from bnn_jax._tqdm import tqdm
 from bnn_jax.data import check_arrays, epoch_batches
 from bnn_jax.types import Batch, Key, Params
 

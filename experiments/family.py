@@ -30,8 +30,9 @@ from bnn_jax import (
     laplace,
     models,
 )
-from experiments import common
+from experiments import common, progress
 from experiments import methods as predictors
+from experiments.cache import Cache, fingerprint
 
 METHODS = (
     "map",
@@ -99,8 +100,16 @@ def check(config: dict) -> None:
         )
 
 
+def check_study(config: dict, defaults: dict, choices: dict | None = None) -> None:
+    """Validate the config of a study on the family: its keys (``defaults``: the study's
+    ``get_config()``), its choices (``CHOICES`` and ``choices``) and the family settings."""
+    common.check_config(config, defaults, choices=CHOICES | (choices or {}))
+    check({k: v for k, v in config.items() if k in default_config()})
+
+
 class Member(NamedTuple):
-    """One trained family member: its predictors and what was tuned."""
+    """One trained family member: its predictors, what was tuned, and the settings its
+    predictors depend on (the cache key of their predictions and attacks)."""
 
     name: str
     model: object
@@ -108,11 +117,15 @@ class Member(NamedTuple):
     predictors: dict[str, predictors.Predictor]
     posteriors: dict[str, laplace.Posterior]
     tuned: dict[str, dict]
+    settings: dict
 
 
 class Family(NamedTuple):
+    """The data set, the fitted members and the folder their stages are cached in."""
+
     dataset: data.Dataset
     members: list[Member]
+    cache_dir: Path
 
 
 def _model(spec: dict, num_classes: int, dropout_rate: float = 0.0):
@@ -177,6 +190,11 @@ def fit_member(config: dict, ds: data.Dataset, spec: dict, cache: Path, key) -> 
     """Train and fit every method of ``config["methods"]`` for one family member."""
     keys = jax.random.split(key, 8)
     wanted, chunk = set(config["methods"]), config["chunk_size"]
+    # what every predictor of this member depends on: the family settings but the other
+    # members and methods, this member's spec and key
+    settings = {k: v for k, v in config.items() if k in default_config()}
+    settings = {k: v for k, v in settings.items() if k not in ("family", "reference", "methods")}
+    settings |= {"spec": spec, "key": np.asarray(jax.random.key_data(key)).tolist()}
     model = _model(spec, ds.num_classes)
     out, posteriors, tuned = {}, {}, {}
     trained = _train(
@@ -193,8 +211,12 @@ def fit_member(config: dict, ds: data.Dataset, spec: dict, cache: Path, key) -> 
             post, keys[2], config["num_samples"], chunk_size=chunk
         )
     if "temperature" in wanted:
-        temperature = float(
-            calibration.fit_temperature(apply_fn(params, jnp.asarray(ds.x_val)), ds.y_val)
+        temperature = Cache(cache).json(
+            f"{spec['name']}-temperature",
+            settings,
+            lambda: float(
+                calibration.fit_temperature(apply_fn(params, jnp.asarray(ds.x_val)), ds.y_val)
+            ),
         )
         tuned["temperature"] = {"temperature": temperature}
         out["temperature"] = predictors.deterministic(apply_fn, params, temperature=temperature)
@@ -220,7 +242,7 @@ def fit_member(config: dict, ds: data.Dataset, spec: dict, cache: Path, key) -> 
     if "ensemble" in wanted:
         out["ensemble"] = _ensemble(config, ds, cache, spec, model, keys[6])
     out = {name: out[name] for name in config["methods"]}
-    return Member(spec["name"], model, trained.variables, out, posteriors, tuned)
+    return Member(spec["name"], model, trained.variables, out, posteriors, tuned, settings)
 
 
 def _concrete(config, ds, cache, spec, train_key, mask_key):
@@ -274,11 +296,11 @@ def fit_family(config: dict, out_dir) -> Family:
         num_train = AUTO_NUM_TRAIN.get(config["dataset"])
     ds = data.load(config["dataset"], seed=config["seed"], num_train=num_train)
     key, cache = jax.random.key(config["seed"]), Path(out_dir) / "cache"
-    members = [
-        fit_member(config, ds, spec, cache, jax.random.fold_in(key, i))
-        for i, spec in enumerate(config["family"])
-    ]
-    return Family(ds, members)
+    members = []
+    for i, spec in enumerate(config["family"]):
+        with progress.current().stage(f"fit {spec['name']}"):
+            members.append(fit_member(config, ds, spec, cache, jax.random.fold_in(key, i)))
+    return Family(ds, members, cache)
 
 
 def reference(family: Family, config: dict) -> Member:
@@ -288,13 +310,19 @@ def reference(family: Family, config: dict) -> Member:
 
 def predict(family: Family, inputs: dict[str, np.ndarray]) -> dict:
     """Predictive samples ``{member: {method: {set name: [T, n, C] numpy}}}`` of every method on
-    every named input set (computed once and shared by the calibration and OOD studies)."""
-    out = {}
+    every named input set (computed once and shared by the calibration and OOD studies; cached
+    by the member's settings, the method and the inputs' fingerprint)."""
+    cache, prints = Cache(family.cache_dir), {name: fingerprint(x) for name, x in inputs.items()}
+    total = sum(len(m.predictors) for m in family.members) * len(inputs)
+    bar = progress.current().bar(total=total, desc="predictions")
+    out: dict = {}
     for member in family.members:
-        out[member.name] = {
-            method: {
-                name: np.asarray(p.sample_log_probs(jnp.asarray(x))) for name, x in inputs.items()
-            }
-            for method, p in member.predictors.items()
-        }
+        for method, p in member.predictors.items():
+            for name, x in inputs.items():
+                settings = member.settings | {"method": method, "inputs": prints[name]}
+                compute = lambda p=p, x=x: {"log_probs": p.sample_log_probs(jnp.asarray(x))}
+                found = cache.stage(f"{member.name}-{method}-predict", settings, compute)
+                out.setdefault(member.name, {}).setdefault(method, {})[name] = found["log_probs"]
+                bar.update()
+    bar.close()
     return out

@@ -21,9 +21,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from bnn_jax import tree
+from bnn_jax._tqdm import tqdm
 from bnn_jax.curvature.base import Curvature, check_finite, check_hyperparameters
 from bnn_jax.curvature.subset import Subset, everything
 from bnn_jax.losses import Likelihood
