@@ -34,7 +34,7 @@ from flax import serialization
 
 from bnn_jax import io
 
-__all__ = ["Cache", "CacheWarning", "fingerprint", "settings_hash"]
+__all__ = ["Cache", "CacheWarning", "fingerprint", "key_data", "settings_hash"]
 
 RECORD_VERSION = 1
 
@@ -62,6 +62,11 @@ def fingerprint(array) -> str:
     array = np.ascontiguousarray(array)
     header = f"{array.shape}{array.dtype.str}".encode()
     return hashlib.sha256(header + array.tobytes()).hexdigest()
+
+
+def key_data(key) -> list:
+    """A PRNG key as JSON-able numbers: a settings entry for a result that depends on a key."""
+    return np.asarray(jax.random.key_data(key)).tolist()
 
 
 def _digest(path: Path) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 from bnn_jax import data, ensembles, io, laplace, losses, models, training
 from bnn_jax.curvature import subset as subsets
 from experiments import claim, progress
-from experiments.cache import Cache
+from experiments.cache import Cache, key_data
 
 
 def check_config(config: dict, defaults: dict, *, choices: dict[str, tuple] | None = None) -> dict:
@@ -76,11 +76,6 @@ def train_cached(
     )
 
 
-def _key_data(key) -> list:
-    """A PRNG key as JSON-able numbers, for cache settings: a result depends on its key."""
-    return np.asarray(jax.random.key_data(key)).tolist()
-
-
 def train_model(
     cache_dir: Path,
     name: str,
@@ -99,7 +94,7 @@ def train_model(
     under ``name`` by ``settings`` plus the model, the key, the member count and the numeric
     options."""
     settings = settings | {"model": repr(model), "num_members": num_members}
-    settings |= {"key": _key_data(key), "epochs": epochs, "batch_size": batch_size}
+    settings |= {"key": key_data(key), "epochs": epochs, "batch_size": batch_size}
     settings |= {k: v for k, v in train_kwargs.items() if isinstance(v, int | float)}
     options = dict(key=key, epochs=epochs, batch_size=batch_size, optimizer=optimizer)
     if num_members is None:
@@ -238,7 +233,7 @@ def tuned_laplace(
         prior_prec=config["prior_prec"],
         progress=progress.current().bars,
     )
-    settings = settings | {"key": _key_data(key), "batch_size": batch_size}
+    settings = settings | {"key": key_data(key), "batch_size": batch_size}
     posterior = laplace_cached(
         cache_dir, name, settings, fit,
         curvature=curv, params=params, apply_fn=apply_fn, likelihood=likelihood,

@@ -32,7 +32,7 @@ from bnn_jax import (
 )
 from experiments import common, progress
 from experiments import methods as predictors
-from experiments.cache import Cache, fingerprint
+from experiments.cache import Cache, fingerprint, key_data
 
 METHODS = (
     "map",
@@ -194,7 +194,7 @@ def fit_member(config: dict, ds: data.Dataset, spec: dict, cache: Path, key) -> 
     # members and methods, this member's spec and key
     settings = {k: v for k, v in config.items() if k in default_config()}
     settings = {k: v for k, v in settings.items() if k not in ("family", "reference", "methods")}
-    settings |= {"spec": spec, "key": np.asarray(jax.random.key_data(key)).tolist()}
+    settings |= {"spec": spec, "key": key_data(key)}
     model = _model(spec, ds.num_classes)
     out, posteriors, tuned = {}, {}, {}
     trained = _train(

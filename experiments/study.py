@@ -1,12 +1,14 @@
-"""The main job: every study of both source documents with one config, one report.
+"""The main job: every study of both source documents with one config, one seed, one report.
 
-``python -m experiments.study [--quick] [--dataset digits] [--out results/<dataset>/]`` runs
-the toy2d notebook study, then, on the chosen data set (default: the bundled digits with photo
-patches and noise as OOD), fits the model family once and runs the landscape, calibration,
-OOD and adversarial studies on it. It writes ``report.md`` (every figure inline with what it
-shows, and the tables), ``figures/*.png``, ``metrics.json`` and ``config.json`` into the output
-folder; trained models and fitted curvature are cached under ``cache/`` there, so an
-interrupted run resumes.
+``python -m experiments.study [--quick] [--dataset digits] [--seed 0] [--out results/<dataset>/]
+[--config FILE] [--overwrite] [--quiet]`` runs the toy2d notebook study, then, on the chosen
+data set (default: the bundled digits with photo patches and noise as OOD), fits the model
+family once and runs the landscape, calibration, OOD and adversarial studies on it. It claims
+the output folder (:mod:`experiments.claim`) and writes ``report.md`` (every figure inline with
+what it shows, and the tables), ``figures/*.png``, ``metrics.json`` (strict JSON) and
+``config.json`` into it; every expensive stage is cached under ``cache/`` there
+(:mod:`experiments.cache`), so an interrupted run resumes with only the missing work. It shows
+a line per stage, progress bars and a closing table (:mod:`experiments.progress`).
 """
 
 from experiments import (
@@ -127,9 +129,8 @@ def headline(config: dict, metrics: dict) -> list[dict]:
     under the strongest FGSM step."""
     rows = toy2d.headline(metrics["toy2d"]) if "toy2d" in metrics else []
     for name, m in metrics.get("methods", {}).items():
-        row = {"study": config["dataset"], "method": name}
-        row |= {k: m[key] for k, key in (("accuracy", "accuracy"), ("NLL", "nll")) if key in m}
-        row |= {"ECE": m["ece"]} if "ece" in m else {}
+        row = {"study": config["dataset"], "method": name, "accuracy": m.get("accuracy")}
+        row |= {"NLL": m.get("nll"), "ECE": m.get("ece")}
         row |= {f"AUROC {s}": d["auroc_entropy"] for s, d in m.get("ood", {}).items()}
         if "fgsm" in m:
             row[f"FGSM {m['fgsm']['eps'][-1]:g} accuracy"] = m["fgsm"]["accuracy"][-1]

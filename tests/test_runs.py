@@ -8,11 +8,15 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import NamedTuple
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_laplace_problems import key as make_key
+from test_laplace_problems import problem
 
-from bnn_jax import _tqdm
-from experiments import claim, cli, progress, study
+from bnn_jax import _tqdm, curvature, laplace, losses
+from bnn_jax.data import Batches
+from experiments import claim, cli, common, progress, study
 from experiments.cache import Cache, CacheWarning, fingerprint, settings_hash
 
 
@@ -230,3 +234,33 @@ def test_bars_never_come_from_tqdm_auto_directly():
     assert not offenders
     expected = "tqdm.std" if find_spec("ipywidgets") is None else "tqdm.notebook"
     assert _tqdm.tqdm.__module__ == expected
+
+
+def test_a_cached_search_equals_the_library_search(x64, tmp_path, monkeypatch):
+    """The grid searched one scale at a time and cached gives ``laplace.search``'s candidates,
+    values (NaN never picked) and tuned posterior; the rerun searches nothing."""
+    apply_fn, params, x, y = problem("mlp")
+    lik = losses.categorical()
+    post = laplace.fit(
+        curvature.diagonal(apply_fn, lik, fisher=curvature.exact_fisher()), params,
+        Batches(x, y, 12), apply_fn=apply_fn, likelihood=lik, key=make_key(0), prior_prec=1.0,
+        progress=False,
+    )  # fmt: skip
+
+    def objective(p):  # NaN below tau = 0.5; otherwise the least at scale 0.5, tau 3
+        value = (jnp.log(p.scale) - jnp.log(0.5)) ** 2 + (jnp.log(p.prior_prec) - 1.0) ** 2
+        return jnp.where(p.prior_prec < 0.5, jnp.nan, value)
+
+    grid = dict(prior_prec=np.array([0.3, 1.0, 3.0, 10.0]), scale=np.array([0.05, 0.5, 5.0]))
+    reference = laplace.search(post, objective, **grid, chunk_size=3)
+    search = lambda: common.search_cached(
+        tmp_path, "diag", {"seed": 0}, post, objective, **grid, chunk_size=3
+    )
+    first = search()
+    monkeypatch.setattr(laplace, "search", None)  # the rerun must not search
+    for result in (first, search()):
+        assert int(result.best) == int(reference.best) == 6  # scale 0.5, tau 3
+        for field in ("scale", "prior_prec", "value"):
+            np.testing.assert_allclose(getattr(result, field), getattr(reference, field))
+        assert result.posterior.scale == reference.posterior.scale
+        assert result.posterior.prior_prec == reference.posterior.prior_prec
