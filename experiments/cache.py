@@ -3,11 +3,11 @@ loaded silently.
 
 An entry ``<name>-<hash(settings)>`` under the cache folder is two files:
 
-- the value: ``.msgpack``, a checksummed checkpoint of a pytree of arrays (:mod:`bnn_jax.io`),
-  or ``.value.json``, strict JSON (``NaN`` stored as ``null``);
-- its record ``.json``: the settings it came from, the SHA-256 of the value file and, for
-  trees, the layout of the leaves (path, shape, dtype). The record is written after the value
-  (each atomically), so an entry exists only once both are complete.
+- the value: ``<entry>.msgpack``, a checksummed checkpoint of a pytree of arrays
+  (:mod:`bnn_jax.io`), or ``<entry>.json``, strict JSON (``NaN`` stored as ``null``);
+- its record ``<value file>.record.json``: the settings it came from, the SHA-256 of the value
+  file and, for trees, the layout of the leaves (path, shape, dtype). The record is written
+  after the value (each atomically), so an entry exists only once both are complete.
 
 Loading checks that the record parses, that its settings equal the requested ones (not only
 their hash), that the value file's SHA-256 is the recorded one, and (for trees) the
@@ -124,7 +124,7 @@ class Cache:
         """Like :meth:`stage` for a JSON-able ``compute()`` (dicts, lists, strings, numbers),
         stored as strict JSON: ``NaN`` and infinities read back as ``None``, arrays as
         lists (fresh and cached values alike)."""
-        value_path, record_path = self._paths(name, settings, ".value.json")
+        value_path, record_path = self._paths(name, settings, ".json")
         loaded = self._load(value_path, record_path, settings, None)
         if loaded is not _MISSING:
             return loaded
@@ -135,8 +135,8 @@ class Cache:
     def _paths(self, name: str, settings: Any, suffix: str) -> tuple[Path, Path]:
         if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
             raise ValueError(f"name: expected a file-name part without '/', got {name!r}")
-        stem = f"{name}-{settings_hash(settings)}"
-        return self.root / f"{stem}{suffix}", self.root / f"{stem}.json"
+        value = self.root / f"{name}-{settings_hash(settings)}{suffix}"
+        return value, value.with_name(f"{value.name}.record.json")
 
     def _record(self, name: str, settings: Any, value_path: Path) -> dict:
         return {

@@ -35,11 +35,6 @@ class Counter:
         return {"loss": np.array([1.0, np.nan], np.float32)}
 
 
-def _entry(root, suffix):
-    (path,) = root.glob(f"*{suffix}")
-    return path
-
-
 def test_a_stage_is_computed_once_and_read_back_exactly(tmp_path):
     cache, count = Cache(tmp_path), Counter()
     first = cache.stage("fit", {"seed": 0}, count.tree)
@@ -50,7 +45,8 @@ def test_a_stage_is_computed_once_and_read_back_exactly(tmp_path):
         np.testing.assert_array_equal(value["w"], np.arange(6).reshape(2, 3))
     cache.stage("fit", {"seed": 1}, count.tree)  # other settings: another entry
     assert count.calls == 2 and len(list(tmp_path.glob("fit-*.msgpack"))) == 2
-    record = json.loads(_entry(tmp_path, f"{settings_hash({'seed': 0})}.json").read_text())
+    record_file = f"fit-{settings_hash({'seed': 0})}.msgpack.record.json"
+    record = json.loads((tmp_path / record_file).read_text())
     assert record["settings"] == {"seed": 0} and len(record["sha256"]) == 64
 
 
@@ -59,7 +55,8 @@ def test_a_json_stage_reads_nan_back_as_null(tmp_path):
     first = cache.json("history", {"seed": 0}, count.history)
     assert first == cache.json("history", {"seed": 0}, count.history) == {"loss": [1.0, None]}
     assert count.calls == 1
-    json.loads(_entry(tmp_path, ".value.json").read_text(), parse_constant=pytest.fail)
+    value_file = tmp_path / f"history-{settings_hash({'seed': 0})}.json"
+    json.loads(value_file.read_text(), parse_constant=pytest.fail)
 
 
 def _truncate(path):
@@ -81,9 +78,9 @@ def _other_settings(record_path):
 HASH = settings_hash({"seed": 0})
 FILES = {
     "tree": f"run-fit-{HASH}.msgpack",
-    "tree record": f"run-fit-{HASH}.json",
-    "json": f"run-history-{HASH}.value.json",
-    "json record": f"run-history-{HASH}.json",
+    "tree record": f"run-fit-{HASH}.msgpack.record.json",
+    "json": f"run-history-{HASH}.json",
+    "json record": f"run-history-{HASH}.json.record.json",
 }
 
 
