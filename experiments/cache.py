@@ -100,9 +100,10 @@ class Cache:
             everything the result depends on, or a stale result is reused.
           compute: ``() -> value``.
           target: ``() -> template``: restore into this pytree structure (any pytree flax's
-            state dicts describe, e.g. flax variables); shapes and dtypes must match. Without
-            it, the value must be nested dicts (string keys) of arrays and numbers, restored
-            from the recorded layout.
+            state dicts describe, e.g. flax variables; leaves may be ``jax.ShapeDtypeStruct``,
+            so ``jax.eval_shape(init)`` needs no compilation); shapes and dtypes must match.
+            Without it, the value must be nested dicts (string keys) of arrays and numbers,
+            restored from the recorded layout.
 
         Returns:
           The value as stored: NumPy arrays (and Python numbers) in the value's structure.

@@ -58,7 +58,8 @@ def train_cached(
     """Train with ``train()`` or reload the result cached as ``<name>-<hash(settings)>``.
 
     ``settings`` must hold everything the training depends on (data, model, optimiser, seed);
-    ``target()`` builds variables of the right structure (e.g. ``models.init``). The history is
+    ``target()`` gives variables of the right structure (e.g. ``models.init``, or its
+    ``jax.eval_shape``, which compiles nothing). The history is
     cached next to the variables as strict JSON and read back as float arrays (``null``, an
     undefined value such as a diverged loss, as NaN).
     """
@@ -106,14 +107,15 @@ def train_model(
             **options,
             **train_kwargs,
         )
-        target = lambda: models.init(model, key, ds.input_shape)
+        init = lambda: models.init(model, key, ds.input_shape)
     else:
         run = lambda: ensembles.train_ensemble(
             model, ds.x_train, ds.y_train, num_members=num_members, **options, **train_kwargs
         )
         keys = jax.random.split(key, num_members)
-        target = lambda: ensembles.stack([models.init(model, k, ds.input_shape) for k in keys])
-    return train_cached(cache_dir, name, settings, run, target)
+        init = lambda: ensembles.stack([models.init(model, k, ds.input_shape) for k in keys])
+    # shapes and dtypes suffice to check and restore the cached variables: nothing is compiled
+    return train_cached(cache_dir, name, settings, run, lambda: jax.eval_shape(init))
 
 
 def laplace_cached(
@@ -131,8 +133,9 @@ def laplace_cached(
     """Fit a Laplace posterior with ``fit()`` or rebuild it from what is cached as
     ``<name>-<hash(settings)>``: the curvature state, ``scale``, ``prior_prec`` and training NLL
     (the functions come from the arguments, which must be those ``fit`` uses)."""
-    leaves, treedef = jax.tree.flatten(curvature.finalize(curvature.init(params)))
-    zero = jnp.zeros((), jnp.float32)
+    template = jax.eval_shape(lambda p: curvature.finalize(curvature.init(p)), params)
+    leaves, treedef = jax.tree.flatten(template)
+    zero = jax.ShapeDtypeStruct((), jnp.float32)
     target = lambda: {
         "state": _numbered(leaves),
         "scale": zero,

@@ -173,7 +173,8 @@ def test_a_study_runs_on_a_tfds_data_set(tmp_path):
     assert _figures_in_report(tmp_path)
 
 
-TINY_TOY2D = {
+TINY_TOY2D = {  # one method per kind of stage: a network, a Laplace posterior, the GP
+    "methods": ["map", "kfac_laplace", "gp"],
     "epochs": 2,
     "widths": [8, 8],
     "num_samples": 2,

@@ -11,6 +11,8 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tqdm.auto
+import tqdm.std
 from test_laplace_problems import key as make_key
 from test_laplace_problems import problem
 
@@ -229,8 +231,10 @@ def test_bars_never_come_from_tqdm_auto_directly():
         if p.name != "_tqdm.py" and re.search(r"tqdm\.(auto|autonotebook|notebook)", p.read_text())
     ]
     assert not offenders
-    expected = "tqdm.std" if find_spec("ipywidgets") is None else "tqdm.notebook"
-    assert _tqdm.tqdm.__module__ == expected
+    if find_spec("ipywidgets") is None:
+        assert _tqdm.tqdm is tqdm.std.tqdm
+    else:
+        assert _tqdm.tqdm is tqdm.auto.tqdm
 
 
 def test_a_cached_search_equals_the_library_search(x64, tmp_path, monkeypatch):
