@@ -112,7 +112,7 @@ def train_model(
         run = lambda: ensembles.train_ensemble(
             model, ds.x_train, ds.y_train, num_members=num_members, **options, **train_kwargs
         )
-        keys = jax.random.split(key, num_members)
+        keys = list(jax.random.split(key, num_members))  # concrete keys, not traced in init
         init = lambda: ensembles.stack([models.init(model, k, ds.input_shape) for k in keys])
     # shapes and dtypes suffice to check and restore the cached variables: nothing is compiled
     return train_cached(cache_dir, name, settings, run, lambda: jax.eval_shape(init))
