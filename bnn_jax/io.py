@@ -194,8 +194,12 @@ def write_json(path, obj: Any, *, overwrite: bool = False) -> Path:
     JSON cannot represent) become ``null``, so every standard parser reads the file and
     ``json.loads`` never meets a bare ``NaN``. Read ``null`` back as "undefined".
     """
-    text = json.dumps(_strict(obj), indent=2, sort_keys=True, default=_to_builtin, allow_nan=False)
-    return write_bytes_atomic(path, (text + "\n").encode(), overwrite=overwrite)
+    return write_bytes_atomic(path, (json_text(obj) + "\n").encode(), overwrite=overwrite)
+
+
+def json_text(obj: Any) -> str:
+    """The strict JSON text :func:`write_json` writes (``null`` for non-finite numbers)."""
+    return json.dumps(_strict(obj), indent=2, sort_keys=True, default=_to_builtin, allow_nan=False)
 
 
 def _strict(value):

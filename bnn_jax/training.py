@@ -29,9 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
 from bnn_jax import checks, losses, models
+from bnn_jax._tqdm import tqdm
 from bnn_jax.data import check_arrays, epoch_batches
 from bnn_jax.models import nnx as nnx_models
 from bnn_jax.types import Batch, Key, Params

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bnn_jax import attacks, plotting
-from experiments import common, family
+from experiments import cli, common, family, progress
+from experiments.cache import Cache, fingerprint
 
 
 def get_config(quick: bool = False) -> dict:
@@ -27,18 +28,31 @@ def get_config(quick: bool = False) -> dict:
     }
 
 
+def check(config: dict) -> None:
+    """Raise ``ValueError`` for a bad config (keys, choices) before anything runs."""
+    family.check_study(config, get_config())
+
+
 def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
     """Sweep FGSM over ``fgsm_eps`` against every method of the reference member."""
-    common.check_config(config, get_config(), choices=family.CHOICES)
+    check(config)
     fitted = fitted or family.fit_family(config, out_dir)
     ds, member = fitted.dataset, family.reference(fitted, config)
     num = config["attack_num"] or len(ds.x_test)
     x, y = jnp.asarray(ds.x_test[:num]), jnp.asarray(ds.y_test[:num])
     clip = (0.0, 1.0) if ds.is_image else (None, None)
     fgsm = functools.partial(attacks.fgm, norm="linf", clip_min=clip[0], clip_max=clip[1])
-    methods = {name: p.attack_method() for name, p in member.predictors.items()}
-    results = attacks.sweep(methods, fgsm, x, y, np.asarray(config["fgsm_eps"]), progress=False)
     eps = np.asarray(config["fgsm_eps"])
+    settings = member.settings | {"eps": config["fgsm_eps"], "clip": clip}
+    settings |= {"inputs": fingerprint(x), "labels": fingerprint(y)}
+    cache, results, bars = Cache(fitted.cache_dir), {}, progress.current().bars
+    for name, predictor in member.predictors.items():
+        method = {name: predictor.attack_method()}
+        sweep = lambda method=method, name=name: _sweep_dict(
+            attacks.sweep(method, fgsm, x, y, eps, progress=bars)[name]
+        )
+        stored = cache.stage(f"{member.name}-{name}-fgsm", settings | {"method": name}, sweep)
+        results[name] = _sweep_result(stored)
     report.section(f"Adversarial attacks on {ds.name} (blog: under attack)")
     report.text(
         f"FGSM (L-infinity) on {num} test inputs against each method of {member.name}, with the "
@@ -98,6 +112,17 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
     return {m: _as_lists(r) for m, r in results.items()}
 
 
+def _sweep_dict(result: attacks.SweepResult) -> dict:
+    """A sweep as nested dicts of arrays (how the cache stores it)."""
+    detections = ("detection", "detection_successful")
+    return result._asdict() | {k: getattr(result, k)._asdict() for k in detections}
+
+
+def _sweep_result(stored: dict) -> attacks.SweepResult:
+    detections = ("detection", "detection_successful")
+    return attacks.SweepResult(**stored | {k: attacks.Detection(**stored[k]) for k in detections})
+
+
 def _as_lists(result: attacks.SweepResult) -> dict:
     lists = lambda a: [float(v) for v in np.asarray(a)]
     out = {
@@ -115,9 +140,15 @@ def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
     """Run this study alone: ``report.md``, ``metrics.json``, ``config.json`` and figures in
     ``out_dir``."""
     return common.run_alone(
-        "bnn_jax: adversarial study", "adversarial", run, config, out_dir, overwrite=overwrite
+        "bnn_jax: adversarial study",
+        "adversarial",
+        run,
+        config,
+        out_dir,
+        overwrite=overwrite,
+        check=check,
     )
 
 
 if __name__ == "__main__":
-    common.cli(__doc__.splitlines()[0], get_config, main, default_dataset="digits")
+    cli.run(__doc__.splitlines()[0], get_config, main, default_dataset="digits")

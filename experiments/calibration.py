@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bnn_jax import calibration, plotting, uncertainty
-from experiments import common, family
+from experiments import cli, common, family
 
 
 def get_config(quick: bool = False) -> dict:
@@ -30,9 +30,14 @@ def scores(sample_log_probs: np.ndarray, labels: np.ndarray, num_bins: int) -> d
     }
 
 
+def check(config: dict) -> None:
+    """Raise ``ValueError`` for a bad config (keys, choices) before anything runs."""
+    family.check_study(config, get_config())
+
+
 def run(config: dict, out_dir, report: common.Report, fitted=None, predictions=None) -> dict:
     """Score every method of every family member on the test split; figures into ``report``."""
-    common.check_config(config, get_config(), choices=family.CHOICES)
+    check(config)
     fitted = fitted or family.fit_family(config, out_dir)
     ds, bins = fitted.dataset, config["num_bins"]
     predictions = predictions or family.predict(fitted, {"test": ds.x_test})
@@ -158,9 +163,15 @@ def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
     """Run this study alone: ``report.md``, ``metrics.json``, ``config.json`` and figures in
     ``out_dir``."""
     return common.run_alone(
-        "bnn_jax: calibration study", "calibration", run, config, out_dir, overwrite=overwrite
+        "bnn_jax: calibration study",
+        "calibration",
+        run,
+        config,
+        out_dir,
+        overwrite=overwrite,
+        check=check,
     )
 
 
 if __name__ == "__main__":
-    common.cli(__doc__.splitlines()[0], get_config, main, default_dataset="digits")
+    cli.run(__doc__.splitlines()[0], get_config, main, default_dataset="digits")

@@ -1,20 +1,19 @@
-"""Shared machinery of the studies: configs, caching by config hash, the report writer.
+"""Shared machinery of the studies: configs, cached stages, the report writer, the command line.
 
 Every study module has ``get_config(quick=False) -> dict`` and ``main(config, out_dir) -> dict``
-and writes ``config.json``, ``metrics.json``, ``report.md`` and ``figures/*.png`` into
-``out_dir``. Expensive stages (trained models, fitted curvature) are cached under
-``out_dir/cache/`` by a hash of the settings they depend on, so a run that was interrupted
-resumes where it stopped and ends with the same numbers.
+and writes ``config.json``, ``metrics.json``, ``report.md`` and ``figures/*.png`` into the
+``out_dir`` it claims (:mod:`experiments.claim`). Expensive stages (trained models, fitted
+curvature, searches, predictions, attacks) are cached under ``out_dir/cache/`` by a hash of the
+settings they depend on (:mod:`experiments.cache`), so a run that was interrupted resumes where
+it stopped and ends with the same numbers. Progress shows through :mod:`experiments.progress`.
 
-Several processes (``jax.distributed``; ``cli``'s ``--coordinator/--num-processes/
---process-id`` or ``--distributed`` under SLURM / Open MPI) run the same study with the same
-seeds; process 0 (``is_writer()``) writes the caches, the figures, ``metrics.json`` and the
-report, the others write nothing.
+Several processes (``jax.distributed``; the CLI's ``--coordinator/--num-processes/
+--process-id`` or ``--distributed``) run the same study with the same seeds; process 0
+(``is_writer()``) claims the folder and writes the caches, the figures, ``metrics.json`` and
+the report, the others write nothing.
 """
 
-import argparse
-import hashlib
-import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,15 +23,12 @@ import matplotlib
 matplotlib.use("Agg")
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bnn_jax import data, ensembles, io, laplace, losses, models, training
-
-
-def is_writer() -> bool:
-    """Whether this process writes the study's files: process 0 of a ``jax.distributed`` run,
-    or the only process."""
-    return jax.process_index() == 0
+from experiments import claim, progress
+from experiments.cache import Cache, CacheWarning, is_writer, key_data, settings_hash
 
 
 def init_distributed(
@@ -63,21 +59,13 @@ def check_config(config: dict, defaults: dict, *, choices: dict[str, tuple] | No
     return config
 
 
-def config_hash(settings: Any) -> str:
-    """A short stable hash of JSON-serialisable settings."""
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def cached(path: Path, compute: Callable[[], Any], target: Callable[[], Any]) -> Any:
-    """Load the pytree cached at ``path`` (into the structure ``target()``), or compute and
-    cache it. The file name should contain the ``config_hash`` of what ``compute`` depends on."""
-    if path.exists():
-        return io.load_checkpoint(path, target())
-    value = compute()
-    if is_writer():
-        io.save_checkpoint(path, value)
-    return value
+    """Load the pytree cached as ``path`` (into the structure ``target()``), or compute and
+    cache it (a :class:`~experiments.cache.Cache` entry named by ``path``'s stem, whose only
+    settings are the file name: the name must contain the ``config_hash`` of what ``compute``
+    depends on)."""
+    path = Path(path)
+    return Cache(path.parent).stage(path.stem, {"file": path.name}, compute, target=target)
 
 
 def train_cached(
@@ -86,20 +74,23 @@ def train_cached(
     """Train with ``train()`` or reload the result cached as ``<name>-<hash(settings)>``.
 
     ``settings`` must hold everything the training depends on (data, model, optimiser, seed);
-    ``target()`` builds variables of the right structure (e.g. ``models.init``). The history is
-    cached next to the variables as JSON.
+    ``target()`` gives variables of the right structure (e.g. ``models.init``, or its
+    ``jax.eval_shape``, which compiles nothing). The history is
+    cached next to the variables as strict JSON and read back as float arrays (``null``, an
+    undefined value such as a diverged loss, as NaN).
     """
-    stem = Path(cache_dir) / f"{name}-{config_hash(settings)}"
-    history_path = stem.with_suffix(".history.json")
-    if history_path.exists():
-        history = {k: np.asarray(v) for k, v in json.loads(history_path.read_text()).items()}
-        variables = io.load_checkpoint(stem.with_suffix(".msgpack"), target())
-        return training.TrainResult(variables, history)
-    result = train()
-    if is_writer():
-        io.save_checkpoint(stem.with_suffix(".msgpack"), result.variables, overwrite=True)
-        io.write_json(history_path, result.history, overwrite=True)
-    return result
+    cache, memo = Cache(cache_dir), []
+
+    def run() -> training.TrainResult:
+        if not memo:
+            memo.append(train())
+        return memo[0]
+
+    history = cache.json(f"{name}-history", settings, lambda: run().history)
+    variables = cache.stage(name, settings, lambda: run().variables, target=target)
+    return training.TrainResult(
+        variables, {k: np.asarray(v, dtype=float) for k, v in history.items()}
+    )
 
 
 def train_model(
@@ -117,22 +108,30 @@ def train_model(
     **train_kwargs,
 ) -> training.TrainResult:
     """Train ``model`` (or a deep ensemble of ``num_members``) on ``ds``'s training split, cached
-    under ``name`` by ``settings`` plus the model, the member count and the numeric options."""
+    under ``name`` by ``settings`` plus the model, the key, the member count and the numeric
+    options."""
     settings = settings | {"model": repr(model), "num_members": num_members}
+    settings |= {"key": key_data(key), "epochs": epochs, "batch_size": batch_size}
     settings |= {k: v for k, v in train_kwargs.items() if isinstance(v, int | float)}
     options = dict(key=key, epochs=epochs, batch_size=batch_size, optimizer=optimizer)
     if num_members is None:
         run = lambda: training.train(
-            model, ds.x_train, ds.y_train, progress=False, **options, **train_kwargs
+            model,
+            ds.x_train,
+            ds.y_train,
+            progress=progress.current().bars,
+            **options,
+            **train_kwargs,
         )
-        target = lambda: models.init(model, key, ds.input_shape)
+        init = lambda: models.init(model, key, ds.input_shape)
     else:
         run = lambda: ensembles.train_ensemble(
             model, ds.x_train, ds.y_train, num_members=num_members, **options, **train_kwargs
         )
-        keys = jax.random.split(key, num_members)
-        target = lambda: ensembles.stack([models.init(model, k, ds.input_shape) for k in keys])
-    return train_cached(cache_dir, name, settings, run, target)
+        keys = list(jax.random.split(key, num_members))  # concrete keys, not traced in init
+        init = lambda: ensembles.stack([models.init(model, k, ds.input_shape) for k in keys])
+    # shapes and dtypes suffice to check and restore the cached variables: nothing is compiled
+    return train_cached(cache_dir, name, settings, run, lambda: jax.eval_shape(init))
 
 
 def laplace_cached(
@@ -145,14 +144,58 @@ def laplace_cached(
     params,
 ) -> laplace.Posterior:
     """Fit a Laplace posterior with ``fit()`` or load it (``laplace.load``, which checks it
-    against ``curvature`` and ``params``) from ``<name>-<hash(settings)>.msgpack``."""
-    path = Path(cache_dir) / f"{name}-{config_hash(settings)}.msgpack"
+    against ``curvature`` and ``params``) from ``<name>-<hash(settings)>.msgpack``; a file
+    that does not load (damaged, or fitted with something else) is named in a
+    :class:`~experiments.cache.CacheWarning`, removed and refitted."""
+    path = Path(cache_dir) / f"{name}-{settings_hash(settings)}.msgpack"
     if path.exists():
-        return laplace.load(path, curvature, params)
+        try:
+            return laplace.load(path, curvature, params)
+        except ValueError as err:
+            warnings.warn(f"{path}: removed and refitted ({err})", CacheWarning, stacklevel=2)
+            path.unlink()
     posterior = fit()
     if is_writer():
         laplace.save(path, posterior, overwrite=True)
     return posterior
+
+
+def search_cached(
+    cache_dir: Path,
+    name: str,
+    settings: dict,
+    posterior: laplace.Posterior,
+    objective_fn,
+    *,
+    prior_prec,
+    scale,
+    chunk_size: int | None = None,
+) -> laplace.SearchResult:
+    """``laplace.search`` of ``objective_fn`` over the grid ``scale x prior_prec``, or its
+    result cached as ``<name>-search``: every candidate's ``(scale, prior_prec)``, objective
+    value and the index of the best (NaN never picked); the tuned posterior is rebuilt from
+    them. The grid is searched one ``scale`` at a time, with a progress bar."""
+
+    def compute() -> dict:
+        bar = progress.current().bar(np.asarray(scale), desc=f"search {name}")
+        rows = [
+            laplace.search(
+                posterior, objective_fn, prior_prec=prior_prec, scale=[s], chunk_size=chunk_size
+            )
+            for s in bar
+        ]
+        found = {k: np.concatenate([getattr(r, k) for r in rows]) for k in ("scale", "prior_prec")}
+        values = np.concatenate([r.value for r in rows])
+        best = np.argmin(np.where(np.isnan(values), np.inf, values))
+        return found | {"value": values, "best": best}
+
+    found = Cache(cache_dir).stage(f"{name}-search", settings, compute)
+    best = int(found["best"])
+    tuned = posterior.replace(
+        scale=jnp.asarray(found["scale"][best]), prior_prec=jnp.asarray(found["prior_prec"][best])
+    )
+    arrays = (jnp.asarray(found[k]) for k in ("scale", "prior_prec", "value"))
+    return laplace.SearchResult(tuned, *arrays, jnp.asarray(best))
 
 
 def tuned_laplace(
@@ -176,7 +219,8 @@ def tuned_laplace(
     is 0: a posterior needs tau > 0), or loaded from the cache (``laplace_cached``), then
     ``(N, tau)`` chosen by a grid search over ``config["scale_grid"]`` x
     ``config["prior_prec_grid"]`` of ``objective`` (e.g. ``calibration.nll``) on the validation
-    split, with ``config["num_samples"]`` MC samples."""
+    split, with ``config["num_samples"]`` MC samples (or loaded from the cache,
+    ``search_cached``)."""
     likelihood = losses.categorical()
     curv = structure(apply_fn, likelihood, fisher, params, ds.x_train[:1])
     prior_precs = np.geomspace(*config["prior_prec_grid"])
@@ -186,8 +230,9 @@ def tuned_laplace(
         data.Batches(ds.x_train, ds.y_train, batch_size),
         key=key,
         prior_prec=config["prior_prec"] if config["prior_prec"] > 0 else prior_precs[0],
-        progress=False,
+        progress=progress.current().bars,
     )
+    settings = settings | {"key": key_data(key), "batch_size": batch_size}
     posterior = laplace_cached(cache_dir, name, settings, fit, curvature=curv, params=params)
     validation = laplace.validation_objective(
         objective,
@@ -197,7 +242,12 @@ def tuned_laplace(
         num_samples=config["num_samples"],
         chunk_size=config.get("chunk_size"),
     )
-    return laplace.search(
+    search = {k: config.get(k) for k in ("num_samples", "chunk_size")}
+    search |= {k: config[k] for k in ("prior_prec_grid", "scale_grid")}
+    return search_cached(
+        cache_dir,
+        name,
+        settings | search | {"objective": getattr(objective, "__name__", repr(objective))},
         posterior,
         validation,
         prior_prec=prior_precs,
@@ -254,71 +304,38 @@ class Report:
         return path
 
 
-def check_out_dir(out_dir, config: dict, *, overwrite: bool = False) -> None:
-    """Refuse to write over the results of a different config: raise ``FileExistsError`` if
-    ``out_dir/config.json`` exists and differs from ``config`` (rerunning the same config, e.g.
-    after an interruption, is allowed; ``overwrite=True`` replaces whatever is there)."""
-    path = Path(out_dir) / "config.json"
-    if overwrite or not path.exists():
-        return
-    if json.loads(path.read_text()) != json.loads(json.dumps(config, default=str)):
-        raise FileExistsError(
-            f"out_dir: {out_dir} holds the results of a different config; choose another "
-            "--out or pass --overwrite (overwrite=True) to replace them"
-        )
-
-
 def write_results(out_dir, config: dict, metrics: dict) -> None:
-    """Write ``config.json`` and ``metrics.json`` atomically into ``out_dir`` (process 0 only)."""
+    """Write ``config.json`` and ``metrics.json`` (strict JSON: ``null`` for undefined values)
+    atomically into ``out_dir``, after checking that the folder is still claimed for
+    ``config`` (:func:`experiments.claim.check`)."""
     if not is_writer():
         return
     out_dir = Path(out_dir)
+    claim.check(out_dir, config)
     io.write_json(out_dir / "config.json", config, overwrite=True)
     io.write_json(out_dir / "metrics.json", metrics, overwrite=True)
 
 
-def run_alone(title: str, name: str, run: Callable, config: dict, out_dir, *, overwrite=False):
-    """``main`` of a single study: ``run(config, out_dir, report)`` into its own report, then
-    ``{name: metrics}`` into ``metrics.json``; refuses to replace another config's results."""
-    check_out_dir(out_dir, config, overwrite=overwrite)
-    report = Report(out_dir, title)
-    metrics = {name: run(config, out_dir, report)}
-    write_results(out_dir, config, metrics)
-    report.write()
+def run_alone(
+    title: str,
+    name: str,
+    run: Callable,
+    config: dict,
+    out_dir,
+    *,
+    overwrite=False,
+    check: Callable[[dict], Any] | None = None,
+):
+    """``main`` of a single study: ``check(config)`` before anything is written, then, in the
+    claimed ``out_dir`` (:func:`experiments.claim.claim`: refuses a folder in use or holding
+    another config's results unless ``overwrite``), ``run(config, out_dir, report)`` into its
+    own report and ``{name: metrics}`` into ``metrics.json``."""
+    if check is not None:
+        check(config)
+    with claim.claim(out_dir, config, overwrite=overwrite):
+        report = Report(out_dir, title)
+        with progress.current().stage(name):
+            metrics = {name: run(config, out_dir, report)}
+        write_results(out_dir, config, metrics)
+        report.write()
     return metrics
-
-
-def cli(description: str, get_config: Callable, main: Callable, *, default_dataset: str) -> None:
-    """The command line shared by the study modules: ``--out``, ``--quick``, ``--dataset``,
-    ``--seed``, and the multi-process launch (``--coordinator HOST:PORT --num-processes N
-    --process-id I`` on each host, or ``--distributed`` where the cluster is detected)."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--out", default=None, help="output folder (default results/<dataset>/)")
-    parser.add_argument(
-        "--quick", action="store_true", help="small settings; every figure still drawn"
-    )
-    parser.add_argument("--dataset", default=None, help=f"data set (default {default_dataset})")
-    parser.add_argument(
-        "--seed", type=int, default=None, help="seed of data, training and sampling"
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace results of a different config in --out"
-    )
-    parser.add_argument("--coordinator", default=None, help="process 0's HOST:PORT")
-    parser.add_argument("--num-processes", type=int, default=None, help="jax.distributed")
-    parser.add_argument("--process-id", type=int, default=None, help="jax.distributed")
-    parser.add_argument(
-        "--distributed", action="store_true", help="join jax.distributed (cluster detected)"
-    )
-    args = parser.parse_args()
-    if args.distributed or args.coordinator is not None:
-        init_distributed(args.coordinator, args.num_processes, args.process_id)
-    config = get_config(quick=args.quick)
-    if args.dataset is not None:
-        config["dataset"] = args.dataset
-    if args.seed is not None:
-        config["seed"] = args.seed
-    out = Path(args.out or f"results/{config.get('dataset', default_dataset)}")
-    main(config, out, overwrite=args.overwrite)
-    if is_writer():
-        print(f"wrote {out / 'report.md'}")

@@ -23,8 +23,9 @@ import numpy as np
 import optax
 
 from bnn_jax import calibration, curvature, data, laplace, models
-from experiments import common
+from experiments import common, progress
 from experiments import methods as predictors
+from experiments.cache import Cache, fingerprint, key_data
 
 METHODS = tuple(predictors.METHODS)
 """Every method of the table (``methods.METHODS``)."""
@@ -86,8 +87,16 @@ def check(config: dict) -> None:
         )
 
 
+def check_study(config: dict, defaults: dict, choices: dict | None = None) -> None:
+    """Validate the config of a study on the family: its keys (``defaults``: the study's
+    ``get_config()``), its choices (``CHOICES`` and ``choices``) and the family settings."""
+    common.check_config(config, defaults, choices=CHOICES | (choices or {}))
+    check({k: v for k, v in config.items() if k in default_config()})
+
+
 class Member(NamedTuple):
-    """One trained family member: its predictors and what was tuned."""
+    """One trained family member: its predictors, what was tuned, and the settings its
+    predictors depend on (the cache key of their predictions and attacks)."""
 
     name: str
     model: object
@@ -95,11 +104,15 @@ class Member(NamedTuple):
     predictors: dict[str, predictors.Predictor]
     posteriors: dict[str, laplace.Posterior]
     tuned: dict[str, dict]
+    settings: dict
 
 
 class Family(NamedTuple):
+    """The data set, the fitted members and the folder their stages are cached in."""
+
     dataset: data.Dataset
     members: list[Member]
+    cache_dir: Path
 
 
 def _model(spec: dict, num_classes: int, dropout_rate: float = 0.0):
@@ -181,6 +194,11 @@ def _concrete(config, ds, spec):
 def fit_member(config: dict, ds: data.Dataset, spec: dict, cache: Path, key) -> Member:
     """Train and fit every method of ``config["methods"]`` for one family member, from the
     method table ``methods.METHODS``."""
+    # what every predictor of this member depends on: the family settings but the other
+    # members and methods, this member's spec and key
+    settings = {k: v for k, v in config.items() if k in default_config()}
+    settings = {k: v for k, v in settings.items() if k not in ("family", "reference", "methods")}
+    settings |= {"spec": spec, "key": key_data(key)}
     trained: dict = {}
 
     def train(name, model, train_key, **kwargs):
@@ -195,6 +213,7 @@ def fit_member(config: dict, ds: data.Dataset, spec: dict, cache: Path, key) -> 
         network=lambda rate: _model(spec, ds.num_classes, rate),
         concrete=lambda: _concrete(config, ds, spec),
         laplace=lambda *args: _laplace(config, ds, cache, spec, *args),
+        cached=lambda name, compute: Cache(cache).json(f"{spec['name']}-{name}", settings, compute),
     )
     built = predictors.build(study, config["methods"], key)
     model, map_result = predictors.map_network(study, key)
@@ -205,6 +224,7 @@ def fit_member(config: dict, ds: data.Dataset, spec: dict, cache: Path, key) -> 
         {name: b.predictor for name, b in built.items()},
         {name: b.posterior for name, b in built.items() if b.posterior is not None},
         {name: b.facts for name, b in built.items() if b.facts},
+        settings,
     )
 
 
@@ -221,11 +241,11 @@ def fit_family(config: dict, out_dir) -> Family:
         num_train = AUTO_NUM_TRAIN.get(config["dataset"])
     ds = data.load(config["dataset"], seed=config["seed"], num_train=num_train)
     key, cache = jax.random.key(config["seed"]), Path(out_dir) / "cache"
-    members = [
-        fit_member(config, ds, spec, cache, jax.random.fold_in(key, i))
-        for i, spec in enumerate(config["family"])
-    ]
-    return Family(ds, members)
+    members = []
+    for i, spec in enumerate(config["family"]):
+        with progress.current().stage(f"fit {spec['name']}"):
+            members.append(fit_member(config, ds, spec, cache, jax.random.fold_in(key, i)))
+    return Family(ds, members, cache)
 
 
 def reference(family: Family, config: dict) -> Member:
@@ -235,13 +255,19 @@ def reference(family: Family, config: dict) -> Member:
 
 def predict(family: Family, inputs: dict[str, np.ndarray]) -> dict:
     """Predictive samples ``{member: {method: {set name: [T, n, C] numpy}}}`` of every method on
-    every named input set (computed once and shared by the calibration and OOD studies)."""
-    out = {}
+    every named input set (computed once and shared by the calibration and OOD studies; cached
+    by the member's settings, the method and the inputs' fingerprint)."""
+    cache, prints = Cache(family.cache_dir), {name: fingerprint(x) for name, x in inputs.items()}
+    total = sum(len(m.predictors) for m in family.members) * len(inputs)
+    bar = progress.current().bar(total=total, desc="predictions")
+    out: dict = {}
     for member in family.members:
-        out[member.name] = {
-            method: {
-                name: np.asarray(p.sample_log_probs(jnp.asarray(x))) for name, x in inputs.items()
-            }
-            for method, p in member.predictors.items()
-        }
+        for method, p in member.predictors.items():
+            for name, x in inputs.items():
+                settings = member.settings | {"method": method, "inputs": prints[name]}
+                compute = lambda p=p, x=x: {"log_probs": p.sample_log_probs(jnp.asarray(x))}
+                found = cache.stage(f"{member.name}-{method}-predict", settings, compute)
+                out.setdefault(member.name, {}).setdefault(method, {})[name] = found["log_probs"]
+                bar.update()
+    bar.close()
     return out

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bnn_jax import calibration, landscape, losses, plotting
-from experiments import common, family
+from experiments import cli, common, family
+from experiments.cache import Cache
 
 
 def get_config(quick: bool = False) -> dict:
@@ -23,9 +24,14 @@ def get_config(quick: bool = False) -> dict:
     }
 
 
+def check(config: dict) -> None:
+    """Raise ``ValueError`` for a bad config (keys, choices) before anything runs."""
+    family.check_study(config, get_config())
+
+
 def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
     """Slices of the reference MAP network's mean training loss and the Gaussians on them."""
-    common.check_config(config, get_config(), choices=family.CHOICES)
+    check(config)
     fitted = fitted or family.fit_family(config, out_dir)
     ds, member = fitted.dataset, family.reference(fitted, config)
     params = member.variables["params"]
@@ -45,20 +51,36 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
     directions = [landscape.random_direction(k, params) for k in keys]
     r, k = config["landscape_radius"], config["landscape_points"]
     grid = jnp.linspace(-r, r, k)
-    curves = jnp.stack(
-        [landscape.slice_1d(loss_fn, params, d, grid, chunk_size=8) for d in directions]
-    )
-    acc_curves = jnp.stack(
-        [landscape.slice_1d(accuracy_fn, params, d, grid, chunk_size=8) for d in directions]
-    )
     d1, d2 = directions[:2]
-    surface = landscape.slice_2d(loss_fn, params, d1, d2, grid, grid, chunk_size=16)
-    acc_surface = landscape.slice_2d(accuracy_fn, params, d1, d2, grid, grid, chunk_size=16)
+
+    def slices() -> dict:
+        curves, accuracies = (
+            jnp.stack([landscape.slice_1d(f, params, d, grid, chunk_size=8) for d in directions])
+            for f in (loss_fn, accuracy_fn)
+        )
+        surface = landscape.slice_2d(loss_fn, params, d1, d2, grid, grid, chunk_size=16)
+        acc_surface = landscape.slice_2d(accuracy_fn, params, d1, d2, grid, grid, chunk_size=16)
+        fit, fitted_values = landscape.fit_gaussian_2d(grid, grid, jnp.exp(-surface))
+        return {
+            "curves": curves,
+            "acc_curves": accuracies,
+            "surface": surface,
+            "acc_surface": acc_surface,
+            "fit_covariance": fit.covariance,
+            "fitted_values": fitted_values,
+        }
+
+    names = ("landscape_points", "landscape_radius", "landscape_directions", "landscape_examples")
+    settings = member.settings | {name: config[name] for name in names}
+    found = Cache(fitted.cache_dir).stage(f"{member.name}-landscape", settings, slices)
+    curves, acc_curves, surface, acc_surface, fitted_values = (
+        jnp.asarray(found[name])
+        for name in ("curves", "acc_curves", "surface", "acc_surface", "fitted_values")
+    )
     likelihood = jnp.exp(-surface)
-    fit, fitted_values = landscape.fit_gaussian_2d(grid, grid, likelihood)
     peak = jnp.exp(-loss_fn(params))
     panels = {"exp(-loss)": likelihood, "least-squares Gaussian": fitted_values}
-    metrics = {"fit_covariance": np.asarray(fit.covariance).tolist()}
+    metrics = {"fit_covariance": found["fit_covariance"].tolist()}
     num_data = len(ds.x_train)
     for name, post in member.posteriors.items():
         # Two Gaussians per structure, both as the precision of the MEAN loss (divided by n):
@@ -115,9 +137,15 @@ def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
     """Run this study alone: ``report.md``, ``metrics.json``, ``config.json`` and figures in
     ``out_dir``."""
     return common.run_alone(
-        "bnn_jax: loss landscape study", "landscape", run, config, out_dir, overwrite=overwrite
+        "bnn_jax: loss landscape study",
+        "landscape",
+        run,
+        config,
+        out_dir,
+        overwrite=overwrite,
+        check=check,
     )
 
 
 if __name__ == "__main__":
-    common.cli(__doc__.splitlines()[0], get_config, main, default_dataset="digits")
+    cli.run(__doc__.splitlines()[0], get_config, main, default_dataset="digits")

@@ -133,6 +133,8 @@ class Study(NamedTuple):
         ``facts_fn(train_result) -> dict`` of what the study reports about it.
       laplace: ``(name, curvature_builder, apply_fn, params, key) -> (posterior, facts)``:
         fit and tune a Laplace posterior the study's way.
+      cached: ``(name, compute) -> value``: a JSON-able stage result cached by the study
+        (default: computed every time).
     """
 
     config: dict
@@ -141,6 +143,7 @@ class Study(NamedTuple):
     network: Callable[[float], Any]
     concrete: Callable[[], tuple[Any, Callable[[Any], dict]]]
     laplace: Callable[..., tuple[laplace.Posterior, dict]]
+    cached: Callable[[str, Callable[[], Any]], Any] = lambda name, compute: compute()
 
 
 class Built(NamedTuple):
@@ -181,8 +184,11 @@ def _build_temperature(study: Study, key) -> Built:
     model, trained = map_network(study, key)
     apply_fn, params = map_apply_fn(model, trained.variables)
     ds = study.dataset
-    temperature = float(
-        calibration.fit_temperature(apply_fn(params, jnp.asarray(ds.x_val)), ds.y_val)
+    temperature = study.cached(
+        "temperature",
+        lambda: float(
+            calibration.fit_temperature(apply_fn(params, jnp.asarray(ds.x_val)), ds.y_val)
+        ),
     )
     return Built(
         deterministic(apply_fn, params, temperature=temperature), {"temperature": temperature}

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bnn_jax import data, ood, plotting, uncertainty
-from experiments import common, family
+from experiments import cli, common, family
 
 OOD_SETS = ("patches", "noise", "held_out")
 
@@ -47,9 +47,14 @@ def detection(samples_in: np.ndarray, samples_out: np.ndarray) -> dict[str, floa
     return out
 
 
+def check(config: dict) -> None:
+    """Raise ``ValueError`` for a bad config (keys, choices) before anything runs."""
+    family.check_study(config, get_config(), {"ood_sets": OOD_SETS})
+
+
 def run(config: dict, out_dir, report: common.Report, fitted=None, predictions=None) -> dict:
     """Detection scores for every method, member and OOD set; figures for the reference."""
-    common.check_config(config, get_config(), choices=family.CHOICES | {"ood_sets": OOD_SETS})
+    check(config)
     fitted = fitted or family.fit_family(config, out_dir)
     ds = fitted.dataset
     if predictions is None:
@@ -128,9 +133,15 @@ def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
     """Run this study alone: ``report.md``, ``metrics.json``, ``config.json`` and figures in
     ``out_dir``."""
     return common.run_alone(
-        "bnn_jax: out-of-distribution study", "ood", run, config, out_dir, overwrite=overwrite
+        "bnn_jax: out-of-distribution study",
+        "ood",
+        run,
+        config,
+        out_dir,
+        overwrite=overwrite,
+        check=check,
     )
 
 
 if __name__ == "__main__":
-    common.cli(__doc__.splitlines()[0], get_config, main, default_dataset="digits")
+    cli.run(__doc__.splitlines()[0], get_config, main, default_dataset="digits")

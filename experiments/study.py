@@ -1,42 +1,73 @@
-"""The main job: every study of both source documents with one config, one report.
+"""The main job: every study of both source documents with one config, one seed, one report.
 
-``python -m experiments.study [--quick] [--dataset digits] [--out results/<dataset>/]`` runs
-the toy2d notebook study, then, on the chosen data set (default: the bundled digits with photo
-patches and noise as OOD), fits the model family once and runs the landscape, calibration,
-OOD and adversarial studies on it. It writes ``report.md`` (every figure inline with what it
-shows, and the tables), ``figures/*.png``, ``metrics.json`` and ``config.json`` into the output
-folder; trained models and fitted curvature are cached under ``cache/`` there, so an
-interrupted run resumes.
+``python -m experiments.study [--quick] [--dataset digits] [--seed 0] [--out results/<dataset>/]
+[--config FILE] [--overwrite] [--quiet]`` runs the toy2d notebook study, then, on the chosen
+data set (default: the bundled digits with photo patches and noise as OOD), fits the model
+family once and runs the landscape, calibration, OOD and adversarial studies on it. It claims
+the output folder (:mod:`experiments.claim`) and writes ``report.md`` (every figure inline with
+what it shows, and the tables), ``figures/*.png``, ``metrics.json`` (strict JSON) and
+``config.json`` into it; every expensive stage is cached under ``cache/`` there
+(:mod:`experiments.cache`), so an interrupted run resumes with only the missing work. It shows
+a line per stage, progress bars and a closing table (:mod:`experiments.progress`).
 """
 
-from experiments import adversarial, calibration, common, family, landscape, ood, toy2d
+from experiments import (
+    adversarial,
+    calibration,
+    claim,
+    cli,
+    common,
+    family,
+    landscape,
+    ood,
+    progress,
+    toy2d,
+)
 
 STUDIES = ("toy2d", "landscape", "calibration", "ood", "adversarial")
 
 
 def get_config(quick: bool = False) -> dict:
     """One config for all studies: the family settings, each study's own keys, and the toy2d
-    study's config under ``"toy2d"``."""
+    study's config under ``"toy2d"`` (without a seed of its own: ``config["seed"]`` drives the
+    whole run)."""
     config = family.default_config(quick)
     for module in (landscape, calibration, ood, adversarial):
         config |= module.get_config(quick)
-    return config | {"studies": list(STUDIES), "toy2d": toy2d.get_config(quick)}
+    toy = {k: v for k, v in toy2d.get_config(quick).items() if k != "seed"}
+    return config | {"studies": list(STUDIES), "toy2d": toy}
 
 
 def _digits_config(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in ("studies", "toy2d")}
 
 
-def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
-    """Run the studies of ``config["studies"]``; returns the metrics written to metrics.json.
-    Refuses an ``out_dir`` holding the results of a different config unless ``overwrite``."""
+def check(config: dict) -> None:
+    """Raise ``ValueError`` for a bad config (keys, choices, family) before anything runs."""
     defaults = get_config()
     common.check_config(config, defaults, choices=family.CHOICES | {"studies": STUDIES})
-    studies = config["studies"]
-    if set(studies) - {"toy2d"}:
+    if "seed" in config["toy2d"]:
+        raise ValueError(
+            "config['toy2d']: has its own 'seed'; remove it, config['seed'] seeds every study"
+        )
+    common.check_config(config["toy2d"], defaults["toy2d"], choices={"methods": toy2d.METHODS})
+    if set(config["studies"]) - {"toy2d"}:
         keys = family.default_config()
         family.check({k: v for k, v in config.items() if k in keys})
-    common.check_out_dir(out_dir, config, overwrite=overwrite)
+
+
+def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
+    """Run the studies of ``config["studies"]``; returns the metrics written to metrics.json.
+    Refuses an ``out_dir`` in use by another run, or holding the results (or an interrupted
+    run) of a different config unless ``overwrite`` (:mod:`experiments.claim`)."""
+    check(config)
+    with claim.claim(out_dir, config, overwrite=overwrite):
+        metrics = _run(config, out_dir)
+    return metrics
+
+
+def _run(config: dict, out_dir) -> dict:
+    studies, stage = config["studies"], progress.current().stage
     report = common.Report(out_dir, f"bnn_jax study: {config['dataset']}")
     report.text(
         "Every figure of the two source documents, reproduced with this library: the MC "
@@ -46,7 +77,10 @@ def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
     )
     metrics: dict = {}
     if "toy2d" in studies:
-        metrics["toy2d"] = toy2d.run(config["toy2d"], out_dir, report)
+        with stage("toy2d"):
+            metrics["toy2d"] = toy2d.run(
+                config["toy2d"] | {"seed": config["seed"]}, out_dir, report
+            )
     digits_studies = [s for s in studies if s != "toy2d"]
     if digits_studies:
         digits = _digits_config(config)
@@ -54,23 +88,31 @@ def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
             common.check_config(
                 {k: v for k, v in digits.items() if k in module.get_config()}, module.get_config()
             )
-        fitted = family.fit_family(digits, out_dir)
+        with stage("fit family"):
+            fitted = family.fit_family(digits, out_dir)
         ds = fitted.dataset
         predictions = None
         if {"calibration", "ood"} & set(studies):
-            inputs = {"test": ds.x_test} | ood.ood_inputs(digits, ds)
-            predictions = family.predict(fitted, inputs)
+            with stage("predictions"):
+                inputs = {"test": ds.x_test} | ood.ood_inputs(digits, ds)
+                predictions = family.predict(fitted, inputs)
         select = lambda module: {k: v for k, v in digits.items() if k in module.get_config()}
         if "landscape" in studies:
-            metrics["landscape"] = landscape.run(select(landscape), out_dir, report, fitted)
+            with stage("landscape"):
+                metrics["landscape"] = landscape.run(select(landscape), out_dir, report, fitted)
         if "calibration" in studies:
-            metrics["calibration"] = calibration.run(
-                select(calibration), out_dir, report, fitted, predictions
-            )
+            with stage("calibration"):
+                metrics["calibration"] = calibration.run(
+                    select(calibration), out_dir, report, fitted, predictions
+                )
         if "ood" in studies:
-            metrics["ood"] = ood.run(select(ood), out_dir, report, fitted, predictions)
+            with stage("ood"):
+                metrics["ood"] = ood.run(select(ood), out_dir, report, fitted, predictions)
         if "adversarial" in studies:
-            metrics["adversarial"] = adversarial.run(select(adversarial), out_dir, report, fitted)
+            with stage("adversarial"):
+                metrics["adversarial"] = adversarial.run(
+                    select(adversarial), out_dir, report, fitted
+                )
         metrics["methods"] = _method_summary(config, metrics)
         metrics["laplace"] = {
             m.name: {k: v for k, v in m.tuned.items() if "scale" in v} for m in fitted.members
@@ -78,6 +120,22 @@ def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
     common.write_results(out_dir, config, metrics)
     report.write()
     return metrics
+
+
+def headline(config: dict, metrics: dict) -> list[dict]:
+    """Rows of the closing table (``{column: value}`` each): the toy2d methods
+    (:func:`experiments.toy2d.headline`), then each method of the reference member on
+    ``config["dataset"]``: accuracy, NLL, ECE, the entropy AUROC per OOD set and the accuracy
+    under the strongest FGSM step."""
+    rows = toy2d.headline(metrics["toy2d"]) if "toy2d" in metrics else []
+    for name, m in metrics.get("methods", {}).items():
+        row = {"study": config["dataset"], "method": name, "accuracy": m.get("accuracy")}
+        row |= {"NLL": m.get("nll"), "ECE": m.get("ece")}
+        row |= {f"AUROC {s}": d["auroc_entropy"] for s, d in m.get("ood", {}).items()}
+        if "fgsm" in m:
+            row[f"FGSM {m['fgsm']['eps'][-1]:g} accuracy"] = m["fgsm"]["accuracy"][-1]
+        rows.append(row)
+    return rows
 
 
 def _method_summary(config: dict, metrics: dict) -> dict:
@@ -104,4 +162,4 @@ def _method_summary(config: dict, metrics: dict) -> dict:
 
 
 if __name__ == "__main__":
-    common.cli(__doc__.splitlines()[0], get_config, main, default_dataset="digits")
+    cli.run(__doc__.splitlines()[0], get_config, main, default_dataset="digits", headline=headline)

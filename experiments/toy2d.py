@@ -19,8 +19,9 @@ import numpy as np
 import optax
 
 from bnn_jax import attacks, calibration, curvature, data, gp, models, uncertainty
-from experiments import common, toy2d_report
+from experiments import cli, common, progress, toy2d_report
 from experiments import methods as predictors
+from experiments.cache import Cache
 
 METHODS = (*predictors.METHODS, "gp")
 """The method table (``methods.METHODS``) and the GP reference."""
@@ -238,6 +239,11 @@ def _gp_fields(config, ds, arrays, key):
         return fields, facts
 
 
+def _gp_stage(config, ds, arrays, key) -> dict:
+    fields, facts = _gp_fields(config, ds, arrays, jax.random.fold_in(key, 2))
+    return {"fields": fields, "facts": facts}
+
+
 def notebook_agreement(grid, x_train, entropy, bald, *, near=0.5, far=2.0) -> dict:
     """The notebook's observations as numbers: BALD <= entropy everywhere; mean BALD near the
     data (within ``near`` of a training point), far from it on uncertain regions (entropy above
@@ -261,9 +267,14 @@ def notebook_agreement(grid, x_train, entropy, bald, *, near=0.5, far=2.0) -> di
     return stats
 
 
+def check(config: dict) -> None:
+    """Raise ``ValueError`` for a bad config (keys, choices) before anything runs."""
+    common.check_config(config, get_config(), choices={"methods": METHODS})
+
+
 def run(config: dict, out_dir, report: common.Report) -> dict:
     """Fit every method, draw the notebook's figures into ``report``, return the metrics."""
-    common.check_config(config, get_config(), choices={"methods": METHODS})
+    check(config)
     out_dir, key = Path(out_dir), jax.random.key(config["seed"])
     ds = data.load("toy2d", seed=config["seed"], num_train=config["num_train"])
     xx, yy, grid = _grid(ds.x_train, config["grid_size"], config["margin"])
@@ -272,11 +283,15 @@ def run(config: dict, out_dir, report: common.Report) -> dict:
     arrays = (ds.x_train, ds.x_test, grid, draw_grid)
     toy2d_report.introduction(report, config, ds)
     fields, metrics = {}, {}
-    for name in config["methods"]:
+    cache = Cache(out_dir / "cache")
+    settings = {k: v for k, v in config.items() if k != "methods"}
+    for name in progress.current().bar(config["methods"], desc="toy2d methods"):
         if name == "gp":
-            f, facts["gp"] = _gp_fields(config, ds, arrays, jax.random.fold_in(key, 2))
+            found = cache.stage("toy2d-gp", settings, lambda: _gp_stage(config, ds, arrays, key))
+            f, facts["gp"] = found["fields"], found["facts"]
         else:
-            f = _nn_fields(config, nets[name], arrays)
+            compute = lambda name=name: _nn_fields(config, nets[name], arrays)
+            f = cache.stage(f"toy2d-{name}", settings | {"method": name}, compute)
         accuracy = lambda lp, y: float(calibration.accuracy(jnp.asarray(lp), jnp.asarray(y)))
         metrics[name] = {
             "accuracy": accuracy(f["test_log_probs"], ds.y_test),
@@ -292,13 +307,29 @@ def run(config: dict, out_dir, report: common.Report) -> dict:
     return metrics
 
 
+def headline(metrics: dict) -> list[dict]:
+    """Rows of the closing table: each method's test accuracy and NLL and its accuracy on the
+    training points after BIM."""
+    return [
+        {"study": "toy2d", "method": name, "accuracy": m["accuracy"], "NLL": m["nll"]}
+        | {"BIM accuracy": m["bim_accuracy"]}
+        for name, m in metrics.items()
+    ]
+
+
 def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
     """Run this study alone: ``report.md``, ``metrics.json``, ``config.json`` and figures in
     ``out_dir``."""
     return common.run_alone(
-        "bnn_jax: the 2D toy study", "toy2d", run, config, out_dir, overwrite=overwrite
+        "bnn_jax: the 2D toy study", "toy2d", run, config, out_dir, overwrite=overwrite, check=check
     )
 
 
 if __name__ == "__main__":
-    common.cli(__doc__.splitlines()[0], get_config, main, default_dataset="toy2d")
+    cli.run(
+        __doc__.splitlines()[0],
+        get_config,
+        main,
+        default_dataset="toy2d",
+        headline=lambda config, metrics: headline(metrics["toy2d"]),
+    )

@@ -1,11 +1,22 @@
 """Each study's ``main`` on a tiny config: outputs, report, metrics layout, resume, bad configs."""
 
 import json
+import os
 import re
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from experiments import adversarial, calibration, family, landscape, ood, study, toy2d
+from bnn_jax import attacks, ensembles, gp, laplace, predictive, training
+from bnn_jax import calibration as calibration_lib
+from bnn_jax import landscape as landscape_lib
+from experiments import adversarial, calibration, cli, family, landscape, ood, study, toy2d
+from experiments.cache import CacheWarning
 
 TINY_FAMILY = {
     "family": [{"name": "mlp-1x16", "architecture": "mlp", "widths": [16]}],
@@ -130,18 +141,27 @@ def test_the_method_table_serves_every_study_with_its_own_keys(tmp_path):
 def test_interrupted_run_resumes_to_the_same_metrics(tmp_path):
     """A run that stopped after fitting part of the family (its cache holds only the MAP
     network) and is started again ends with the metrics of an uninterrupted run, byte for
-    byte; the results of a different config are never replaced silently."""
+    byte; the results of a different config are never replaced silently; a damaged cache
+    entry is named in a warning and recomputed to the same results."""
     config = _tiny(calibration, methods=["map", "diag_laplace"])
     calibration.main(config, tmp_path / "whole")
     partial = tmp_path / "partial"
     calibration.main(config | {"methods": ["map"]}, partial)
-    assert len(list((partial / "cache").glob("*.msgpack"))) == 1
+    stages = {p.name.rsplit("-", 1)[0] for p in (partial / "cache").glob("*.msgpack")}
+    assert stages == {"mlp-1x16-map", "mlp-1x16-map-predict"}
     with pytest.raises(FileExistsError, match="different config"):
         calibration.main(config, partial)
     calibration.main(config, partial, overwrite=True)
     whole = (tmp_path / "whole" / "metrics.json").read_text()
     assert (partial / "metrics.json").read_text() == whole
     calibration.main(config, partial)  # the same config again: allowed (resume)
+    (entry,) = (partial / "cache").glob("mlp-1x16-map-" + "[0-9a-f]" * 16 + ".msgpack")
+    damaged = bytearray(entry.read_bytes())
+    damaged[-20] ^= 0x01  # same size, one byte of the weights: found, named, recomputed
+    entry.write_bytes(bytes(damaged))
+    with pytest.warns(CacheWarning, match=re.escape(f"cache entry {entry} is damaged")):
+        calibration.main(config, partial)
+    assert (partial / "metrics.json").read_text() == whole
 
 
 def test_bad_configs_fail_at_start_with_the_choices(tmp_path):
@@ -170,3 +190,134 @@ def test_a_study_runs_on_a_tfds_data_set(tmp_path):
     scores = metrics["calibration"]["family"]["mlp-1x16"]["diag_laplace"]
     assert 0 <= scores["accuracy"] <= 1 and scores["nll"] > 0
     assert _figures_in_report(tmp_path)
+
+
+TINY_TOY2D = {  # one method per kind of stage: a network, a Laplace posterior, the GP
+    "methods": ["map", "kfac_laplace", "gp"],
+    "epochs": 2,
+    "widths": [8, 8],
+    "num_samples": 2,
+    "grid_size": 6,
+    "draw_grid_size": 4,
+    "num_members": 2,
+    "bim_steps": 2,
+    "prior_prec_grid": [1.0, 10.0, 2],
+    "scale_grid": [1.0, 10.0, 2],
+}
+
+
+def _tiny_study(**overrides) -> dict:
+    config = study.get_config(quick=True) | TINY_FAMILY | {"epochs": 2, "num_samples": 2}
+    config |= {"fgsm_eps": [0.0, 0.1], "attack_num": 10, "landscape_points": 3}
+    return config | {"toy2d": config["toy2d"] | TINY_TOY2D} | overrides
+
+
+WORK = [
+    (training, "train"),
+    (ensembles, "train_ensemble"),
+    (laplace, "fit"),
+    (laplace, "search"),
+    (calibration_lib, "fit_temperature"),
+    (gp, "optimize_hyperparameters"),
+    (gp, "fit"),
+    (predictive, "sample_log_probs"),
+    (attacks, "sweep"),
+    (attacks, "fgm"),
+    (attacks, "bim"),
+    (landscape_lib, "slice_1d"),
+    (landscape_lib, "slice_2d"),
+    (landscape_lib, "fit_gaussian_2d"),
+]
+"""Library functions that train, fit, search, predict or attack: a cached rerun calls none."""
+
+
+def _forbidden(name):
+    def call(*args, **kwargs):
+        raise AssertionError(f"{name} was called in a fully cached rerun")
+
+    return call
+
+
+def _numbers(tree) -> list[float]:
+    """Every number of a metrics tree, in a fixed order."""
+    if isinstance(tree, dict):
+        return [v for k in sorted(tree) for v in _numbers(tree[k])]
+    if isinstance(tree, list):
+        return [v for item in tree for v in _numbers(item)]
+    if tree is None:  # undefined (NaN in the run)
+        return [float("nan")]
+    return [float(tree)] if isinstance(tree, int | float) and not isinstance(tree, bool) else []
+
+
+def _study_cli(config_path, out, *extra):
+    argv = ["--config", str(config_path), "--out", str(out), *extra]
+    cli.run(
+        "study",
+        study.get_config,
+        study.main,
+        default_dataset="digits",
+        headline=study.headline,
+        argv=argv,
+    )
+
+
+def test_a_cached_rerun_does_no_work_and_one_seed_drives_every_study(tmp_path, monkeypatch, capsys):
+    """Every study on a tiny config; the rerun from the cache trains, fits, searches, predicts
+    and attacks nothing and writes the same metrics (strict JSON), showing its stages and the
+    closing table; ``--seed`` changes (most of) every study's numbers."""
+    config, path = _tiny_study(), tmp_path / "tiny.json"
+    path.write_text(json.dumps(config))
+    first = tmp_path / "seed0"
+    study.main(config, first)
+    metrics = (first / "metrics.json").read_text()
+    json.loads(metrics, parse_constant=pytest.fail)  # strict JSON: null, never NaN
+    for module, name in WORK:
+        monkeypatch.setattr(module, name, _forbidden(f"{module.__name__}.{name}"))
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        _study_cli(path, first)
+    assert (first / "metrics.json").read_text() == metrics
+    lines = capsys.readouterr().out.splitlines()
+    for stage in ("toy2d", "fit mlp-1x16", "fit family", "predictions", "adversarial"):
+        assert any(re.fullmatch(rf"{stage}: \d+\.\d s", line) for line in lines), stage
+    header = next(line.split() for line in lines if line.startswith("study"))
+    assert header[:5] == ["study", "method", "accuracy", "NLL", "BIM"]
+    assert sum(line.startswith("digits ") for line in lines) == len(config["methods"])
+    assert lines[-1] == f"report: {first / 'report.md'}"
+    monkeypatch.undo()
+
+    second = tmp_path / "seed1"
+    _study_cli(path, second, "--seed", "1", "--quiet")
+    assert json.loads((second / "config.json").read_text())["seed"] == 1
+    before, after = json.loads(metrics), json.loads((second / "metrics.json").read_text())
+    for name in study.STUDIES:
+        a, b = np.array(_numbers(before[name])), np.array(_numbers(after[name]))
+        assert a.shape == b.shape and np.mean(~np.isclose(a, b, equal_nan=True)) > 1 / 3, name
+
+
+def test_two_runs_into_one_folder_one_fails_fast_and_quiet_prints_nothing(tmp_path):
+    """A second process with another config into a folder that a quiet run holds fails at
+    once with the reason; the first run's results are intact and it printed nothing."""
+    root = Path(__file__).parent.parent
+    config = _tiny_study(studies=["calibration"], methods=["map", "diag_laplace"])
+    paths = {name: tmp_path / f"{name}.json" for name in ("a", "b")}
+    paths["a"].write_text(json.dumps(config))
+    paths["b"].write_text(json.dumps(config | {"epochs": 3}))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "experiments.study", "--out", str(out), "--config"]
+    env = os.environ | {"PYTHONPATH": str(root)}
+    run = dict(cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen([*command, str(paths["a"]), "--quiet"], **run)
+    while first.poll() is None and not (out / "claim.json").exists():
+        time.sleep(0.1)
+    second = subprocess.run([*command, str(paths["b"])], **run, timeout=600)
+    stdout, stderr = first.communicate(timeout=600)
+    assert second.returncode == 1, second.stderr
+    assert re.search(
+        r"error: out_dir: .* (is in use by a running study|different config)", second.stderr
+    )
+    assert (first.returncode, stdout, stderr) == (0, "", "")
+    assert json.loads((out / "config.json").read_text()) == config
+    saved = json.loads((out / "metrics.json").read_text())
+    assert set(saved["calibration"]["family"]["mlp-1x16"]) == {"map", "diag_laplace"}

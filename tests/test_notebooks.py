@@ -32,6 +32,14 @@ def test_notebook_executes(path, monkeypatch, tmp_path):
         if o.output_type == "error"
     ]
     assert not errors
+    streams = "".join(
+        o.get("text", "")
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "stream"
+    )
+    assert "IProgress" not in streams  # tqdm.auto's warning without ipywidgets
     images = [
         o
         for c in notebook.cells

@@ -14,9 +14,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from bnn_jax import calibration, checks, ood, uncertainty
+from bnn_jax._tqdm import tqdm
 from bnn_jax.attacks.gradient import LogProbFn
 from bnn_jax.attacks.predictives import Method
 

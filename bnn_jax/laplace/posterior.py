@@ -30,9 +30,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from bnn_jax import checks, tree
+from bnn_jax._tqdm import tqdm
 from bnn_jax.curvature.base import (
     Curvature,
     check_finite,
