@@ -15,6 +15,8 @@ them in the same order everywhere.
 - :mod:`~bnn_jax.plotting.calibration`: ``reliability_diagram``, ``calibration_curves``.
 - :mod:`~bnn_jax.plotting.ood`: ``entropy_histograms``, ``inverse_ecdf_curves``.
 - :mod:`~bnn_jax.plotting.attacks`: ``attack_sweeps``.
+- :mod:`~bnn_jax.plotting.structures`: ``curvature_structures``, ``kronecker_product``,
+  ``relative_error``.
 """
 
 from bnn_jax.plotting.attacks import attack_sweeps
@@ -28,19 +30,23 @@ from bnn_jax.plotting.maps import (
     uncertainty_maps,
 )
 from bnn_jax.plotting.ood import entropy_histograms, inverse_ecdf_curves
+from bnn_jax.plotting.structures import curvature_structures, kronecker_product, relative_error
 
 __all__ = [
     "LOGIT_MARGIN",
     "adversarial_arrows",
     "attack_sweeps",
     "calibration_curves",
+    "curvature_structures",
     "entropy_histograms",
     "gaussian_comparison",
     "inverse_ecdf_curves",
+    "kronecker_product",
     "loss_curves",
     "loss_surface",
     "method_sheet",
     "posterior_draws",
+    "relative_error",
     "reliability_diagram",
     "sigmoid_entropy",
     "uncertainty_maps",
