@@ -13,7 +13,8 @@ them in the same order everywhere.
 - :mod:`~bnn_jax.plotting.landscape`: ``loss_curves``, ``loss_surface``,
   ``gaussian_comparison``.
 - :mod:`~bnn_jax.plotting.calibration`: ``reliability_diagram``, ``calibration_curves``.
-- :mod:`~bnn_jax.plotting.ood`: ``entropy_histograms``, ``inverse_ecdf_curves``.
+- :mod:`~bnn_jax.plotting.ood`: ``entropy_histograms``, ``inverse_ecdf_curves``,
+  ``family_inverse_ecdf``.
 - :mod:`~bnn_jax.plotting.attacks`: ``attack_sweeps``.
 - :mod:`~bnn_jax.plotting.structures`: ``curvature_structures``, ``kronecker_product``,
   ``relative_error``.
@@ -29,7 +30,7 @@ from bnn_jax.plotting.maps import (
     sigmoid_entropy,
     uncertainty_maps,
 )
-from bnn_jax.plotting.ood import entropy_histograms, inverse_ecdf_curves
+from bnn_jax.plotting.ood import entropy_histograms, family_inverse_ecdf, inverse_ecdf_curves
 from bnn_jax.plotting.structures import curvature_structures, kronecker_product, relative_error
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "calibration_curves",
     "curvature_structures",
     "entropy_histograms",
+    "family_inverse_ecdf",
     "gaussian_comparison",
     "inverse_ecdf_curves",
     "kronecker_product",
