@@ -87,3 +87,25 @@ def test_kronecker_product_draws_every_block_entry():
     _render(fig)
     with pytest.raises(ValueError, match="a: expected at most 4 x 4"):
         plotting.kronecker_product(np.eye(5), b)
+
+
+def test_ellipse_axes_and_posterior_ellipses():
+    rotation = np.array([[np.cos(0.5), -np.sin(0.5)], [np.sin(0.5), np.cos(0.5)]])
+    covariance = rotation @ np.diag([4.0, 0.25]) @ rotation.T
+    major, minor, angle = plotting.ellipse_axes(covariance)
+    assert (major, minor) == pytest.approx((2.0, 0.5))
+    assert np.radians(angle) % np.pi == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="positive definite"):
+        plotting.ellipse_axes(np.diag([1.0, -1.0]))
+
+    panels = {"N varies": {"N = 1": covariance, "N = 4": covariance / 4}, "tau": {"t": np.eye(2)}}
+    fig = plotting.posterior_ellipses(panels, xlabel="w1", ylabel="w2", title="N and tau")
+    assert [ax.get_title() for ax in fig.axes] == list(panels)
+    first = fig.axes[0]
+    widths = sorted(p.get_width() for p in first.patches)
+    assert widths == pytest.approx([2.0, 4.0])  # 2 x the major semi-axis 2 / sqrt(4) and 2
+    texts = [t.get_text() for t in first.get_legend().get_texts()]
+    assert texts == ["N = 1: axes 4.0 : 1", "N = 4: axes 4.0 : 1"]
+    assert first.get_xlabel() == "w1" and first.get_ylabel() == "w2"
+    assert first.get_xlim() == fig.axes[1].get_xlim()  # shared axes
+    _render(fig)

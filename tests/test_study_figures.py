@@ -2,14 +2,19 @@
 written and every caption is computed (no placeholders, no undefined numbers)."""
 
 import re
+from types import SimpleNamespace
 
 import matplotlib
 
 matplotlib.use("Agg")
 
+import jax
+import numpy as np
+import optax
 import pytest
 
-from experiments import common, structures
+from bnn_jax import curvature, data, laplace, losses, models, training
+from experiments import common, family, posterior_shape, structures
 
 
 def _check_report(report: common.Report, out_dir, names: list[str]) -> str:
@@ -41,3 +46,80 @@ def test_structures_config_is_checked():
         structures.check(structures.get_config() | {"structures_widths": [0]})
     with pytest.raises(ValueError, match="unknown keys"):
         structures.check(structures.get_config() | {"structure_points": 3})
+
+
+def test_effective_parameters_is_the_trace_formula():
+    rng = np.random.default_rng(0)
+    root = rng.normal(size=(5, 3))
+    c = root @ root.T  # rank 3: two zero eigenvalues
+    s, tau = 2.5, 0.7
+    dense = np.trace(s * c @ np.linalg.inv(s * c + tau * np.eye(5)))
+    gamma = posterior_shape.effective_parameters(np.linalg.eigvalsh(c), s, tau)
+    assert gamma == pytest.approx(dense) and gamma < 3.0
+
+
+def test_choose_plane_picks_the_data_determined_pair_of_the_target_correlation():
+    c = np.diag([10.0, 9.0, 8.0, 0.1])
+    c[0, 1] = c[1, 0] = 0.95 * np.sqrt(90.0)
+    c[0, 2] = c[2, 0] = 0.7 * np.sqrt(80.0)
+    c[2, 3] = c[3, 2] = 0.8 * np.sqrt(0.8)  # exactly 0.8, but weight 3 is prior-dominated
+    assert posterior_shape.choose_plane(c, 1.0, 0.8) == (0, 2)
+    assert posterior_shape.choose_plane(c, 1.0, 0.9) == (0, 1)
+    with pytest.raises(ValueError, match="dominated by its prior"):
+        posterior_shape.choose_plane(c, 9.5, 0.8)
+
+
+def _tiny_member(key=0):
+    """A tiny trained MLP with the interface of ``family.reference``'s member."""
+    rng = np.random.default_rng(key)
+    x = rng.normal(size=(90, 5)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0).astype(np.int32)
+    ds = data.Dataset("tiny", x[:60], y[:60], x[60:75], y[60:75], x[75:], y[75:], 3, (0, 1, 2), 0)
+    model = models.MLP((8,), 3)
+    trained = training.train(
+        model,
+        ds.x_train,
+        ds.y_train,
+        key=jax.random.key(key),
+        epochs=20,
+        batch_size=20,
+        optimizer=optax.adam(1e-2),
+        prior_prec=1.0,
+        progress=False,
+    )
+    params = trained.variables["params"]
+    apply_fn = lambda p, x: model.apply({"params": p}, x)
+    posteriors = {}
+    for name, factory in (("diag_laplace", curvature.diagonal), ("kfac_laplace", curvature.kfac)):
+        curv = factory(apply_fn, losses.categorical(), fisher=curvature.exact_fisher())
+        posteriors[name] = laplace.fit(
+            curv,
+            params,
+            data.Batches(ds.x_train, ds.y_train, 30),
+            key=jax.random.key(1),
+            prior_prec=1.0,
+            progress=False,
+        )
+    member = SimpleNamespace(
+        name="mlp-8", model=model, variables=trained.variables, posteriors=posteriors
+    )
+    return SimpleNamespace(dataset=ds), member
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return _tiny_member()
+
+
+def test_posterior_shape_run_writes_the_n_tau_figure(tmp_path, monkeypatch, tiny):
+    fitted, member = tiny
+    monkeypatch.setattr(family, "reference", lambda f, config: member)
+    report = common.Report(tmp_path, "test")
+    metrics = posterior_shape.run(posterior_shape.get_config(), tmp_path, report, fitted)
+    text = _check_report(report, tmp_path, ["posterior_n_tau"])
+    assert "gamma" in text and "mlp-8" in text
+    assert metrics["num_params"] == 8 * 3 + 3 and 0 < metrics["gamma"] < metrics["num_params"]
+    areas = [v["area"] for v in metrics["by_scale"].values()]
+    assert areas == sorted(areas, reverse=True)  # larger N, smaller ellipse
+    ratios = [v["axis_ratio"] for v in metrics["by_prior_prec"].values()]
+    assert ratios == sorted(ratios, reverse=True) and ratios[-1] < 1.1  # tau makes it round
