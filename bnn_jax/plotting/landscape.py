@@ -45,6 +45,19 @@ def _line_levels(values: np.ndarray, num: int) -> np.ndarray | None:
     return inside if inside.size else None
 
 
+def _geometric_levels(values: np.ndarray, sign: float, num: int) -> np.ndarray | None:
+    """``num`` distinct levels spaced geometrically away from the minimum (``sign = 1``) or the
+    maximum (``sign = -1``) of ``values``, strictly inside their range (None if flat)."""
+    low, high = float(values.min()), float(values.max())
+    if not high > low:
+        return None
+    steps = (high - low) * np.geomspace(3e-3, 0.9, num)
+    found = low + steps if sign > 0 else high - steps[::-1]
+    found = np.unique(np.asarray([float(f"{v:.3g}") for v in found]))
+    inside = found[(found > low) & (found < high)]
+    return inside if inside.size else None
+
+
 def loss_curves(
     alphas,
     losses,
@@ -113,12 +126,22 @@ def loss_surface(
     three_d: bool = False,
     num_levels: int = 20,
     title: str = "Loss landscape",
+    levels: str = "from_minimum",
+    xlabel: str = "step along direction 1",
+    ylabel: str = "step along direction 2",
 ) -> Figure:
     """The loss on a plane through the trained weights, with loss and accuracy contour lines.
 
     As filled contours (default) with black loss contour lines and, if given, white dashed
     accuracy contour lines, labelled with their values; or, with ``three_d=True``, as a 3-D
     surface with the contour lines projected onto the floor, as in the source post.
+
+    With ``levels="from_minimum"`` (default) the levels start at the minimum and are spaced
+    geometrically away from it (``min + (max - min) q`` for ``q`` log-spaced in
+    ``[1e-3, 1]``; accuracy lines likewise down from the maximum accuracy), so the low-loss,
+    high-accuracy region around the trained weights, where the post compares loss and accuracy
+    contours, gets most of the lines instead of the steep walls; ``levels="linear"`` spaces
+    them evenly.
 
     Args:
       alphas: ``[A]`` steps along the first direction.
@@ -128,6 +151,8 @@ def loss_surface(
       three_d: draw a 3-D surface instead of filled contours.
       num_levels: number of colour levels, >= 2.
       title: axes title.
+      levels: ``"from_minimum"`` or ``"linear"`` spacing of the levels (see above).
+      xlabel, ylabel: axis labels.
 
     Returns:
       A Figure with the plot axes and its colour bar.
@@ -137,11 +162,19 @@ def loss_surface(
     loss = _surface("loss", loss, alphas, betas)
     accuracy = None if accuracy is None else _surface("accuracy", accuracy, alphas, betas)
     num_levels = _common.check_positive_int("num_levels", num_levels, minimum=2)
+    if levels not in ("from_minimum", "linear"):
+        raise ValueError(f"levels: expected 'from_minimum' or 'linear', got {levels!r}")
     grid_a, grid_b = np.meshgrid(alphas, betas)  # [B, A]: plot the transposed values
-    fill_levels = _common.levels(loss.min(), loss.max(), num_levels)
-    lines = [(loss, "k", "solid", "loss contours")]
+    geometric = levels == "from_minimum"
+    if geometric and np.ptp(loss) > 0:
+        fill_levels = loss.min() + np.ptp(loss) * np.geomspace(1e-3, 1.0, num_levels)
+        fill_levels = np.concatenate([[loss.min()], fill_levels])
+    else:
+        fill_levels = _common.levels(loss.min(), loss.max(), num_levels)
+    lines = [(loss, "k", "solid", "loss contours", 1.0)]
     if accuracy is not None:
-        lines.append((accuracy, "w" if not three_d else "tab:red", "dashed", "accuracy contours"))
+        color = "w" if not three_d else "tab:red"
+        lines.append((accuracy, color, "dashed", "accuracy contours", -1.0))
 
     if three_d:
         fig, ax = plt.subplots(
@@ -160,8 +193,8 @@ def loss_surface(
         ax.plot(0.0, 0.0, marker="x", color="r", linestyle="none")
         draw = {}
     handles = []
-    for values, color, style, label in lines:
-        line_levels = _line_levels(values, 8)
+    for values, color, style, label, sign in lines:
+        line_levels = _geometric_levels(values, sign, 8) if geometric else _line_levels(values, 8)
         if line_levels is None:
             continue
         contours = ax.contour(
@@ -180,8 +213,8 @@ def loss_surface(
     if handles:
         ax.legend(handles=handles, loc="upper right", fontsize="small", facecolor="0.85")
     _common.colorbar(fig, mappable, ax, "loss", shrink=0.8 if three_d else 1.0)
-    ax.set_xlabel("step along direction 1")
-    ax.set_ylabel("step along direction 2")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     return fig
 
@@ -192,6 +225,9 @@ def gaussian_comparison(
     panels: Mapping[str, object],
     *,
     title: str = "exp(-loss) and Gaussians on the same plane",
+    ncols: int | None = None,
+    xlabel: str = "step along direction 1",
+    ylabel: str = "step along direction 2",
 ) -> Figure:
     """``exp(-loss)`` next to Gaussians on the same plane, on one shared colour scale.
 
@@ -205,6 +241,9 @@ def gaussian_comparison(
       panels: ``{panel title: [A, B] values}``, reference first, e.g.
         ``{"exp(-loss)": ..., "least-squares Gaussian": ..., "KFAC": ..., "DIAG": ...}``.
       title: figure title.
+      ncols: panels per row (default: all in one row); e.g. 3 keeps five panels legible at
+        page width.
+      xlabel, ylabel: axis labels.
 
     Returns:
       A Figure with one axes per panel and one colour bar.
@@ -219,16 +258,11 @@ def gaussian_comparison(
     reference_levels = _line_levels(reference, 6)
     grid_a, grid_b = np.meshgrid(alphas, betas)
 
-    fig, axes = plt.subplots(
-        1,
-        len(values),
-        figsize=(3.6 * len(values) + 0.8, 3.6),
-        layout="constrained",
-        squeeze=False,
-        sharex=True,
-        sharey=True,
+    ncols = len(values) if ncols is None else _common.check_positive_int("ncols", ncols)
+    fig, axes = _common.panel_grid(
+        len(values), ncols=ncols, panel_size=(3.3, 3.1), sharex=True, sharey=True
     )
-    for k, (ax, (name, field)) in enumerate(zip(axes[0], values.items(), strict=True)):
+    for k, (ax, (name, field)) in enumerate(zip(axes, values.items(), strict=True)):
         filled = ax.contourf(grid_a, grid_b, field.T, levels=fill_levels, cmap=_LOSS_CMAP)
         if k > 0 and reference_levels is not None:
             ax.contour(
@@ -239,10 +273,10 @@ def gaussian_comparison(
                 colors="w",
                 linewidths=0.7,
             )
-        ax.set_title(name)
-        ax.set_xlabel("step along direction 1")
-    axes[0, 0].set_ylabel("step along direction 2")
-    _common.colorbar(fig, filled, axes[0], "value")
+        ax.set_title(name, fontsize="medium")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    _common.colorbar(fig, filled, axes, "value")
     fig.suptitle(title)
     return fig
 
