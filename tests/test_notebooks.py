@@ -124,7 +124,9 @@ def _execute(name: str, overrides: str | None, tmp_path: Path):
         notebook.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(overrides))
     code = FACTS[name] + "\nimport json\nprint('FACTS' + json.dumps(facts))"
     notebook.cells.append(nbformat.v4.new_code_cell(code))
-    kernel = KernelManager(kernel_name="python3", transport="ipc")  # tcp warns on stderr
+    # ipc, not tcp: ipykernel warns about unencrypted tcp on stderr; absolute socket paths, since
+    # the kernel runs in tmp_path
+    kernel = KernelManager(kernel_name="python3", transport="ipc", ip=str(tmp_path / "ipc"))
     client = NotebookClient(
         notebook, km=kernel, timeout=900, resources={"metadata": {"path": str(tmp_path)}}
     )
