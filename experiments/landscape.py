@@ -131,6 +131,7 @@ def _slices(member, ds, config) -> dict:
         "plane_axes": jnp.stack(axes),
         "plane": plane,
         "fit_covariance": fit.covariance,
+        "fit_mean": fit.mean,
         "fit_amplitude": fit.amplitude,
         "fitted_values": fitted_values,
         "peak_loss": loss_fn(params),
@@ -170,6 +171,7 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
         "params": fingerprint(np.asarray(ravel_pytree(params)[0])),
         "data": fingerprint(np.asarray(ds.x_train[:m])),
         "prior_prec": tau0,
+        "contents": 2,  # the stage's entries (2: with the least-squares fit's mean)
     }
     found = Cache(Path(out_dir) / "cache").stage(
         f"{member.name}-landscape", settings, lambda: _slices(member, ds, config)
@@ -205,7 +207,7 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
     report.figure(
         "landscape_2d",
         plotting.loss_surface(grid, grid, surface, accuracy=acc_surface),
-        "Loss on a random plane with loss (black) and accuracy (white, dashed) contours whose "
+        "Loss on a random plane with loss (white) and accuracy (orange, dashed) contours whose "
         "levels start at the minimum (w* at the red cross). On the half of the grid with the "
         f"lower loss, loss and accuracy have rank correlation {rho_low:+.2f}"
         f" ({rho_high:+.2f} on the other half): "
@@ -246,9 +248,10 @@ def _gaussians(report, member, posteriors, found, *, tau0: float, n: int, m: int
     )
     hyper = {}
     for key, post in posteriors.items():
-        scale, prior = float(post.scale), post.prior_prec
-        hyper[STRUCTURES[key]] = (scale, float(prior))
-        label = f"{STRUCTURES[key]} (s = {scale:g}, tau = {float(prior):g})"
+        scale, prior = float(post.scale), np.asarray(jax.tree.leaves(post.prior_prec))
+        tau = f"{float(prior[0]):g}" if prior.size == 1 else "layer-wise"
+        hyper[STRUCTURES[key]] = {"scale": scale, "prior_prec": prior.ravel().tolist()}
+        label = f"{STRUCTURES[key]} (s = {scale:g}, tau = {tau})"
         mvp = lambda v, post=post: post.curvature.precision_mvp(
             post.state, v, post.scale / n, jax.tree.map(lambda t: t / n, post.prior_prec)
         )
@@ -276,16 +279,27 @@ def _gaussians(report, member, posteriors, found, *, tau0: float, n: int, m: int
         "exp(-E) on the GGN plane next to its least-squares Gaussian fit, the exact-GGN Laplace "
         "approximation and the Gaussians the DIAG and KFAC posteriors imply there (precision "
         "(s C + tau I) / n of the mean loss), on one colour scale; white lines are exp(-E)'s "
-        "contours. Standard deviations along v1, v2 and their correlation: "
+        "contours, red dashed ellipses each Gaussian's one standard deviation. Standard "
+        "deviations along v1, v2 and their correlation: "
         + "; ".join(f"{row[0]} {row[1]:.3g}, {row[2]:.3g}, {row[3]:+.2f}" for row in rows)
         + ". Relative Frobenius distance of each covariance to the least-squares fit: "
-        + ", ".join(f"{row[0]} {row[4]:.2f}" for row in rows[1:])
-        + "."
+        + ", ".join(f"{row[0]} {row[4]:.3g}" for row in rows[1:])
+        + ". "
+        + _shape_sentence(covariances["least-squares fit"], exact)
     )
+    kept = {}
+    for name in structures:
+        kept[name] = np.diag(np.linalg.inv(covariances[name])) / np.diag(np.linalg.inv(exact))
+    if kept:
+        caption += (
+            " Precision along v1, v2 relative to the exact-GGN Laplace's: "
+            + "; ".join(f"{name} {r[0]:.3g}, {r[1]:.3g}" for name, r in kept.items())
+            + "."
+        )
     if len(structures) == 2:
         a, b = (covariances[s] for s in structures)
         gap = float(np.linalg.norm(a - b) / np.linalg.norm(b))
-        caption += f" DIAG and KFAC differ by {gap:.2f} (relative Frobenius) on this plane."
+        caption += f" DIAG and KFAC differ by {gap:.3g} (relative Frobenius) on this plane."
     report.figure(
         "landscape_gaussians",
         plotting.gaussian_comparison(
@@ -296,6 +310,8 @@ def _gaussians(report, member, posteriors, found, *, tau0: float, n: int, m: int
             xlabel="step along v1",
             ylabel="step along v2",
             title="exp(-E) and Gaussians on the plane of the top two GGN eigenvectors",
+            covariances=covariances,
+            means={"least-squares fit": np.asarray(found["fit_mean"])},
         ),
         caption,
     )
@@ -309,7 +325,26 @@ def _gaussians(report, member, posteriors, found, *, tau0: float, n: int, m: int
         "distance_to_fit": {row[0]: row[4] for row in rows},
         "rms_to_exp_neg_loss": {row[0]: row[5] for row in rows},
         "posterior_hyperparameters": hyper,
+        "precision_relative_to_exact": {name: r.tolist() for name, r in kept.items()},
     }
+
+
+def _shape_sentence(fit: np.ndarray, exact: np.ndarray) -> str:
+    """Whether exp(-E) is narrower or wider than its Laplace approximation on the plane, from
+    the ratio of the least-squares fit's standard deviations to the exact-GGN Laplace's."""
+    ratio = np.sqrt(np.diag(fit) / np.diag(exact))
+    numbers = f"(least-squares sd / Laplace sd {ratio[0]:.2f}, {ratio[1]:.2f})"
+    if np.all(ratio < 0.9):
+        return (
+            f"exp(-E) is narrower than its Laplace approximation {numbers}: the loss rises "
+            "faster than quadratically away from w*."
+        )
+    if np.all(ratio > 1.1):
+        return (
+            f"exp(-E) is wider than its Laplace approximation {numbers}: the loss rises slower "
+            "than quadratically away from w*."
+        )
+    return f"exp(-E) and its Laplace approximation have similar widths {numbers}."
 
 
 def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:

@@ -18,7 +18,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_hex
 from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrow, Rectangle
+from matplotlib.patches import Ellipse, FancyArrow, Rectangle
 from matplotlib.quiver import Quiver
 
 from bnn_jax import calibration, ood, plotting
@@ -233,13 +233,20 @@ def test_loss_curves():
     fig = plotting.loss_curves(ALPHAS, losses)
     (ax,) = fig.axes
     assert ax.get_title() == "Loss along random directions"
+    assert ax.get_xlabel() == "step along the direction" and ax.get_ylabel() == "loss"
     assert [line.get_label() for line in ax.lines[:2]] == ["direction 1", "direction 2"]
     np.testing.assert_allclose(ax.lines[1].get_ydata(), losses[1])
+    assert ax.get_legend() is None  # the legend sits below the axes, off the curves
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["direction 1", "direction 2"]
     _render(fig)
     with_accuracy = plotting.loss_curves(
         ALPHAS, losses[0], accuracies=1.0 - 0.1 * ALPHAS**2, labels=["random"]
     )
     assert len(with_accuracy.axes) == 2 and len(with_accuracy.axes[1].lines) == 1
+    assert with_accuracy.axes[1].get_ylabel() == "accuracy (dashed)"
+    texts = [t.get_text() for t in with_accuracy.legends[0].get_texts()]
+    assert texts == ["random", "accuracy"]
     _render(with_accuracy)
 
 
@@ -250,20 +257,37 @@ def test_loss_surface(three_d):
     assert len(fig.axes) == 2  # the plot and its colour bar
     ax = fig.axes[0]
     assert ax.get_title() == "Loss landscape" and (ax.name == "3d") == three_d
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+    assert ax.get_xlabel() == "step along direction 1"
+    assert ax.get_ylabel() == "step along direction 2"
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
         "loss contours",
         "accuracy contours",
     ]
     lines = [c for c in _contour_sets(ax) if not c.filled]
     assert len(lines) == 2
-    for contour_set, values in zip(lines, (loss, 1.0 - 0.2 * loss), strict=True):
-        assert np.all((contour_set.levels > values.min()) & (contour_set.levels < values.max()))
+    for contour_set, values, sign in zip(lines, (loss, 1.0 - 0.2 * loss), (1, -1), strict=True):
+        levels = contour_set.levels
+        assert np.all((levels > values.min()) & (levels < values.max()))
+        # the lines start at the minimum loss (maximum accuracy) and crowd around it
+        near = np.abs(levels - (values.min() if sign > 0 else values.max()))
+        assert np.sum(near < 0.1 * np.ptp(values)) > len(levels) / 2
     _render(fig)
+
+
+def test_loss_surface_linear_levels_are_even_and_labels_are_set():
+    loss = _bowl()
+    fig = plotting.loss_surface(ALPHAS, BETAS, loss, levels="linear", xlabel="v1", ylabel="v2")
+    ax = fig.axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("v1", "v2")
+    (line,) = [c for c in _contour_sets(ax) if not c.filled]
+    np.testing.assert_allclose(np.diff(line.levels), np.diff(line.levels)[0])
+    with pytest.raises(ValueError, match="levels: expected 'from_minimum' or 'linear'"):
+        plotting.loss_surface(ALPHAS, BETAS, loss, levels="log")
 
 
 def test_loss_surface_with_flat_accuracy_draws_no_accuracy_lines():
     fig = plotting.loss_surface(ALPHAS, BETAS, _bowl(), accuracy=np.ones((9, 6)))
-    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert texts == ["loss contours"]
     _render(fig)
 
@@ -285,7 +309,32 @@ def test_gaussian_comparison():
     assert filled_levels[0][-1] == pytest.approx(max(v.max() for v in panels.values()))
     # the reference's contour lines on every panel but the first
     assert [len(_contour_sets(ax)) for ax in fig.axes[:4]] == [1, 2, 2, 2]
+    assert not fig.legends  # no ellipses, nothing to explain
     _render(fig)
+
+
+def test_gaussian_comparison_draws_one_sd_ellipses_and_notes_wide_ones():
+    a, b = np.meshgrid(ALPHAS, BETAS, indexing="ij")
+    panels = {"exp(-loss)": np.exp(-_bowl()), "fit": np.exp(-(a**2) - b**2), "wide": 0 * a + 1}
+    covariances = {"fit": [[0.5, 0.1], [0.1, 0.4]], "wide": [[100.0, 0.0], [0.0, 100.0]]}
+    fig = plotting.gaussian_comparison(
+        ALPHAS, BETAS, panels, ncols=2, covariances=covariances, means={"fit": [0.1, 0.4]}
+    )
+    axes = fig.axes[:3]
+    assert [ax.get_subplotspec().get_geometry()[:2] for ax in axes] == [(2, 2)] * 3
+    ellipses = [[p for p in ax.patches if isinstance(p, Ellipse)] for ax in axes]
+    assert [len(e) for e in ellipses] == [0, 1, 1]
+    fit = ellipses[1][0]
+    major, minor, _ = plotting.ellipse_axes(covariances["fit"])
+    assert fit.center == pytest.approx((0.1, 0.4))
+    assert (fit.width, fit.height) == pytest.approx((2 * major, 2 * minor))
+    notes = [[t.get_text() for t in ax.texts] for ax in axes]
+    assert notes[1] == ["sd 0.707, 0.632"] and notes[2] == ["sd 10, 10 (ellipse beyond the axes)"]
+    assert axes[2].get_xlim() == pytest.approx((ALPHAS.min(), ALPHAS.max()))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["1-sd ellipse"]
+    _render(fig)
+    with pytest.raises(ValueError, match=r"covariances: expected keys of panels.*'other'"):
+        plotting.gaussian_comparison(ALPHAS, BETAS, panels, covariances={"other": np.eye(2)})
 
 
 # ----------------------------------------------------------------- calibration

@@ -12,9 +12,10 @@ import jax
 import numpy as np
 import optax
 import pytest
+from jax.flatten_util import ravel_pytree
 
-from bnn_jax import curvature, data, laplace, losses, models, training
-from experiments import common, family, posterior_shape, structures
+from bnn_jax import curvature, data, laplace, losses, models, testing, training
+from experiments import common, family, landscape, posterior_shape, structures
 
 
 def _check_report(report: common.Report, out_dir, names: list[str]) -> str:
@@ -123,3 +124,59 @@ def test_posterior_shape_run_writes_the_n_tau_figure(tmp_path, monkeypatch, tiny
     assert areas == sorted(areas, reverse=True)  # larger N, smaller ellipse
     ratios = [v["axis_ratio"] for v in metrics["by_prior_prec"].values()]
     assert ratios == sorted(ratios, reverse=True) and ratios[-1] < 1.1  # tau makes it round
+
+
+def test_landscape_run_writes_its_figures_with_computed_captions(tmp_path, monkeypatch, tiny):
+    fitted, member = tiny
+    monkeypatch.setattr(family, "reference", lambda f, config: member)
+    config = landscape.get_config(quick=True) | {
+        "landscape_points": 7,
+        "landscape_directions": 2,
+        "landscape_examples": 60,
+        "landscape_iterations": 5,
+    }
+    report = common.Report(tmp_path, "test")
+    metrics = landscape.run(config, tmp_path, report, fitted)
+    text = _check_report(report, tmp_path, ["landscape_1d", "landscape_2d", "landscape_gaussians"])
+    assert "mlp-8" in text
+    # "hills" only where the slices have local maxima
+    assert ("no hills" in text) == (metrics["hills_2d"] == 0)
+    assert ("have local maxima (hills)" in text) == any(h > 0 for h in metrics["hills_1d"])
+    covariances = metrics["covariances"]
+    assert list(covariances)[:2] == ["least-squares fit", "exact-GGN Laplace"]
+    names = [name for name in covariances if name.startswith(("DIAG", "KFAC"))]
+    assert [name.split()[0] for name in names] == ["DIAG", "KFAC"]
+    # the exact-GGN Laplace is diagonal on the eigenvector plane with precision lam / m + tau0 / n
+    lam = np.asarray(metrics["ggn_eigenvalues"])
+    np.testing.assert_allclose(
+        np.linalg.inv(covariances["exact-GGN Laplace"]), np.diag(lam / 60 + 1.0 / 60), rtol=1e-5
+    )
+    assert metrics["distance_to_fit"]["least-squares fit"] == 0.0
+    assert set(metrics["precision_relative_to_exact"]) == set(names)
+    assert "DIAG and KFAC differ by" in text
+
+
+def test_local_maxima_counts_strict_interior_peaks():
+    assert landscape.local_maxima(np.array([0.0, 1.0, 0.0, 2.0, 2.0, 0.0])) == 1  # plateau: none
+    grid = np.zeros((5, 5))
+    grid[1, 1], grid[3, 3], grid[0, 4] = 1.0, 2.0, 5.0  # the corner is not interior
+    assert landscape.local_maxima(grid) == 2
+    assert landscape.local_maxima(np.add.outer(np.arange(5.0), np.arange(5.0))) == 0
+
+
+def test_top_ggn_directions_match_the_dense_ggn(x64, tiny):
+    fitted, member = tiny
+    params = member.variables["params"]
+    apply_fn = lambda p, x: member.model.apply({"params": p}, x)
+    x = np.asarray(fitted.dataset.x_train[:20], np.float64)
+    params = jax.tree.map(lambda v: np.asarray(v, np.float64), params)
+    batch = SimpleNamespace(x=x)
+    dense = np.asarray(testing.exact_ggn(apply_fn, losses.categorical(), params, batch))
+    expected = np.linalg.eigvalsh(dense)[::-1][:2]
+    values, directions = landscape.top_ggn_directions(
+        apply_fn, params, x, num=2, iterations=60, key=jax.random.key(0)
+    )
+    np.testing.assert_allclose(values, expected, rtol=1e-6)
+    for value, direction in zip(values, directions, strict=True):
+        flat = ravel_pytree(direction)[0]
+        np.testing.assert_allclose(dense @ flat, value * flat, atol=1e-6 * value)
