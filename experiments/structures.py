@@ -136,7 +136,7 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
     order = sorted(errors, key=errors.get)
     caption = (
         "The exact GGN and its approximations on one symmetric-log colour scale (white = 0; "
-        "grey lines separate the layers). Relative Frobenius errors ||M - G|| / ||G||: "
+        "black lines separate the layers). Relative Frobenius errors ||M - G|| / ||G||: "
         + ", ".join(f"{n} {errors[n]:.2f} ({counts[n]} numbers)" for n in order)
         + f", against {counts['exact GGN']} for the exact GGN. {best} is closest here"
     )

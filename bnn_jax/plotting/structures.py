@@ -83,8 +83,8 @@ def curvature_structures(
     for k, (ax, (name, array)) in enumerate(zip(axes, arrays.items(), strict=True)):
         image = ax.imshow(array, cmap=_MATRIX_CMAP, norm=norm, interpolation="nearest")
         for b in boundaries:
-            ax.axhline(b - 0.5, color="0.3", linewidth=0.6)
-            ax.axvline(b - 0.5, color="0.3", linewidth=0.6)
+            ax.axhline(b - 0.5, color="k", linewidth=1.2)
+            ax.axvline(b - 0.5, color="k", linewidth=1.2)
         if k == 0:
             ax.set_title(f"{name}\n({size} x {size})")
         else:
