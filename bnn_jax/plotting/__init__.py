@@ -11,7 +11,9 @@ them in the same order everywhere.
 - :mod:`~bnn_jax.plotting.maps`: the 2-D toy study (notebook): ``uncertainty_maps``,
   ``posterior_draws``, ``adversarial_arrows``, ``sigmoid_entropy``, ``method_sheet``.
 - :mod:`~bnn_jax.plotting.landscape`: ``loss_curves``, ``loss_surface``,
-  ``gaussian_comparison``, ``posterior_ellipses`` (and ``ellipse_axes``).
+  ``gaussian_comparison``.
+- :mod:`~bnn_jax.plotting.ellipses`: ``posterior_ellipses`` (the N/tau figure) and
+  ``ellipse_axes``.
 - :mod:`~bnn_jax.plotting.calibration`: ``reliability_diagram``, ``calibration_curves``.
 - :mod:`~bnn_jax.plotting.ood`: ``entropy_histograms``, ``inverse_ecdf_curves``,
   ``family_inverse_ecdf``.
@@ -22,13 +24,8 @@ them in the same order everywhere.
 
 from bnn_jax.plotting.attacks import attack_sweeps
 from bnn_jax.plotting.calibration import LOGIT_MARGIN, calibration_curves, reliability_diagram
-from bnn_jax.plotting.landscape import (
-    ellipse_axes,
-    gaussian_comparison,
-    loss_curves,
-    loss_surface,
-    posterior_ellipses,
-)
+from bnn_jax.plotting.ellipses import ellipse_axes, posterior_ellipses
+from bnn_jax.plotting.landscape import gaussian_comparison, loss_curves, loss_surface
 from bnn_jax.plotting.maps import (
     adversarial_arrows,
     method_sheet,
