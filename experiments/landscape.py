@@ -193,7 +193,7 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
         "landscape_1d",
         plotting.loss_curves(grid, curves, accuracies=acc_curves),
         f"Loss (solid) and accuracy (dashed) along {len(curves)} random directions: the loss "
-        f"rises from {curves[:, k // 2].mean():.3g} at w* to {curves.max():.3g}; "
+        f"rises from {float(found['peak_loss']):.3g} at w* to {curves.max():.3g}; "
         + (
             f"{with_hills} of the {len(curves)} curves have local maxima (hills) further out."
             if with_hills
