@@ -15,9 +15,10 @@ import pytest
 import scipy.special
 import scipy.stats
 from matplotlib.collections import PolyCollection
+from matplotlib.colors import to_hex
 from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrow, Rectangle
+from matplotlib.patches import Ellipse, FancyArrow, Rectangle
 from matplotlib.quiver import Quiver
 
 from bnn_jax import calibration, ood, plotting
@@ -232,13 +233,20 @@ def test_loss_curves():
     fig = plotting.loss_curves(ALPHAS, losses)
     (ax,) = fig.axes
     assert ax.get_title() == "Loss along random directions"
+    assert ax.get_xlabel() == "step along the direction" and ax.get_ylabel() == "loss"
     assert [line.get_label() for line in ax.lines[:2]] == ["direction 1", "direction 2"]
     np.testing.assert_allclose(ax.lines[1].get_ydata(), losses[1])
+    assert ax.get_legend() is None  # the legend sits below the axes, off the curves
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["direction 1", "direction 2"]
     _render(fig)
     with_accuracy = plotting.loss_curves(
         ALPHAS, losses[0], accuracies=1.0 - 0.1 * ALPHAS**2, labels=["random"]
     )
     assert len(with_accuracy.axes) == 2 and len(with_accuracy.axes[1].lines) == 1
+    assert with_accuracy.axes[1].get_ylabel() == "accuracy (dashed)"
+    texts = [t.get_text() for t in with_accuracy.legends[0].get_texts()]
+    assert texts == ["random", "accuracy"]
     _render(with_accuracy)
 
 
@@ -249,20 +257,37 @@ def test_loss_surface(three_d):
     assert len(fig.axes) == 2  # the plot and its colour bar
     ax = fig.axes[0]
     assert ax.get_title() == "Loss landscape" and (ax.name == "3d") == three_d
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+    assert ax.get_xlabel() == "step along direction 1"
+    assert ax.get_ylabel() == "step along direction 2"
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
         "loss contours",
         "accuracy contours",
     ]
     lines = [c for c in _contour_sets(ax) if not c.filled]
     assert len(lines) == 2
-    for contour_set, values in zip(lines, (loss, 1.0 - 0.2 * loss), strict=True):
-        assert np.all((contour_set.levels > values.min()) & (contour_set.levels < values.max()))
+    for contour_set, values, sign in zip(lines, (loss, 1.0 - 0.2 * loss), (1, -1), strict=True):
+        levels = contour_set.levels
+        assert np.all((levels > values.min()) & (levels < values.max()))
+        # the lines start at the minimum loss (maximum accuracy) and crowd around it
+        near = np.abs(levels - (values.min() if sign > 0 else values.max()))
+        assert np.sum(near < 0.1 * np.ptp(values)) > len(levels) / 2
     _render(fig)
+
+
+def test_loss_surface_linear_levels_are_even_and_labels_are_set():
+    loss = _bowl()
+    fig = plotting.loss_surface(ALPHAS, BETAS, loss, levels="linear", xlabel="v1", ylabel="v2")
+    ax = fig.axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("v1", "v2")
+    (line,) = [c for c in _contour_sets(ax) if not c.filled]
+    np.testing.assert_allclose(np.diff(line.levels), np.diff(line.levels)[0])
+    with pytest.raises(ValueError, match="levels: expected 'from_minimum' or 'linear'"):
+        plotting.loss_surface(ALPHAS, BETAS, loss, levels="log")
 
 
 def test_loss_surface_with_flat_accuracy_draws_no_accuracy_lines():
     fig = plotting.loss_surface(ALPHAS, BETAS, _bowl(), accuracy=np.ones((9, 6)))
-    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert texts == ["loss contours"]
     _render(fig)
 
@@ -284,7 +309,32 @@ def test_gaussian_comparison():
     assert filled_levels[0][-1] == pytest.approx(max(v.max() for v in panels.values()))
     # the reference's contour lines on every panel but the first
     assert [len(_contour_sets(ax)) for ax in fig.axes[:4]] == [1, 2, 2, 2]
+    assert not fig.legends  # no ellipses, nothing to explain
     _render(fig)
+
+
+def test_gaussian_comparison_draws_one_sd_ellipses_and_notes_wide_ones():
+    a, b = np.meshgrid(ALPHAS, BETAS, indexing="ij")
+    panels = {"exp(-loss)": np.exp(-_bowl()), "fit": np.exp(-(a**2) - b**2), "wide": 0 * a + 1}
+    covariances = {"fit": [[0.5, 0.1], [0.1, 0.4]], "wide": [[100.0, 0.0], [0.0, 100.0]]}
+    fig = plotting.gaussian_comparison(
+        ALPHAS, BETAS, panels, ncols=2, covariances=covariances, means={"fit": [0.1, 0.4]}
+    )
+    axes = fig.axes[:3]
+    assert [ax.get_subplotspec().get_geometry()[:2] for ax in axes] == [(2, 2)] * 3
+    ellipses = [[p for p in ax.patches if isinstance(p, Ellipse)] for ax in axes]
+    assert [len(e) for e in ellipses] == [0, 1, 1]
+    fit = ellipses[1][0]
+    major, minor, _ = plotting.ellipse_axes(covariances["fit"])
+    assert fit.center == pytest.approx((0.1, 0.4))
+    assert (fit.width, fit.height) == pytest.approx((2 * major, 2 * minor))
+    notes = [[t.get_text() for t in ax.texts] for ax in axes]
+    assert notes[1] == ["sd 0.707, 0.632"] and notes[2] == ["sd 10, 10 (ellipse beyond the axes)"]
+    assert axes[2].get_xlim() == pytest.approx((ALPHAS.min(), ALPHAS.max()))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["1-sd ellipse"]
+    _render(fig)
+    with pytest.raises(ValueError, match=r"covariances: expected keys of panels.*'other'"):
+        plotting.gaussian_comparison(ALPHAS, BETAS, panels, covariances={"other": np.eye(2)})
 
 
 # ----------------------------------------------------------------- calibration
@@ -305,16 +355,42 @@ def test_reliability_diagram_single_and_per_method():
     fig = plotting.reliability_diagram(rel)
     (ax,) = fig.axes
     expected_ece = float(calibration.ece(log_probs, labels, num_bins=10))
-    assert ax.get_title() == f"ECE {expected_ece:.2%}"
+    assert ax.get_title() == f"ECE {expected_ece:.2%}, n = {len(labels)}"
+    assert ax.get_xlabel() == "confidence" and ax.get_ylabel() == "accuracy"
     bars = [p for p in ax.patches if isinstance(p, Rectangle)]
     accuracy_bars, gap_bars = bars[: occupied.sum()], bars[occupied.sum() :]
-    assert len(gap_bars) == occupied.sum()
+    assert len(gap_bars) == occupied.sum()  # every occupied bin here has a non-zero gap
     np.testing.assert_allclose(
         [r.get_height() for r in accuracy_bars], np.asarray(rel.accuracy)[occupied], rtol=1e-6
     )
-    tops = [r.get_y() + r.get_height() for r in gap_bars]  # red bars reach the confidence
-    np.testing.assert_allclose(tops, np.asarray(rel.confidence)[occupied], rtol=1e-6)
-    assert all(r.get_facecolor()[0] > 0.5 for r in gap_bars)  # red
+    # gap bars span accuracy -> confidence, over- and underconfident bins in their own colour
+    gap = np.asarray(rel.gap)[occupied]
+    over, under = gap[gap > 0], gap[gap < 0]
+    assert over.size and under.size
+    np.testing.assert_allclose(
+        sorted(r.get_height() for r in gap_bars), sorted(gap), rtol=1e-5, atol=1e-7
+    )
+    over_colors = {r.get_facecolor() for r in gap_bars if r.get_height() > 0}
+    under_colors = {r.get_facecolor() for r in gap_bars if r.get_height() < 0}
+    assert len(over_colors) == len(under_colors) == 1 and over_colors != under_colors
+    # the bin counts are written on the bars
+    counts = [t.get_text() for t in ax.texts]
+    assert counts == [str(int(c)) for c in np.asarray(rel.count)[occupied]]
+    # one legend entry per bar colour, each drawn in the colour of its bars
+    (legend,) = fig.legends
+    entries = dict(
+        zip([t.get_text() for t in legend.get_texts()], legend.legend_handles, strict=True)
+    )
+    drawn = {to_hex(c) for c in over_colors | under_colors} | {
+        to_hex(accuracy_bars[0].get_facecolor())
+    }
+    legend_colors = {
+        to_hex(h.get_facecolor())
+        for h in entries.values()
+        if hasattr(h, "get_facecolor") and h.get_fill()
+    }
+    assert drawn <= legend_colors
+    assert "perfect calibration" in entries
     _render(fig)
 
     per_method = {
@@ -342,6 +418,8 @@ def test_calibration_curves_family_band_and_mean():
     fig = plotting.calibration_curves({"MAP": family, "KFAC": single})
     (ax,) = fig.axes
     assert ax.get_xscale() == "logit"
+    assert ax.get_xlabel() == "confidence (logit scale)"
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["MAP", "KFAC"]
     map_line, kfac_line = (line for line in ax.lines if line.get_label() in ("MAP", "KFAC"))
     np.testing.assert_allclose(map_line.get_xdata(), [0.6, 0.85, (0.99 + 0.999 + 1.0) / 3])
     np.testing.assert_allclose(map_line.get_ydata(), [0.0, 0.15, 0.04])
@@ -383,30 +461,68 @@ def test_entropy_histograms():
     _render(fig)
 
 
-def test_inverse_ecdf_curves():
-    rng = np.random.default_rng(0)
+def _ecdf_scores(seed):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 0.5, 40), rng.uniform(0.2, 1.0, 40)
+
+
+def test_inverse_ecdf_curves_entropy_vertical_fraction_horizontal():
     grid = jnp.linspace(0.0, 1.0, 21)
-    scores = {
-        "MAP": (rng.uniform(0, 0.5, 40), rng.uniform(0.2, 1.0, 40)),
-        "DIAG": (rng.uniform(0, 0.4, 40), rng.uniform(0.5, 1.0, 40)),
-    }
+    scores = {"MAP": _ecdf_scores(0), "DIAG": _ecdf_scores(1)}
     curves_in = {m: ood.inverse_ecdf(jnp.asarray(s[0]), thresholds=grid) for m, s in scores.items()}
     curves_out = {
         m: ood.inverse_ecdf(jnp.asarray(s[1]), thresholds=grid) for m, s in scores.items()
     }
-    fig = plotting.inverse_ecdf_curves(curves_in, curves_out)
+    fig = plotting.inverse_ecdf_curves(curves_in, curves_out, xlabel="predictive entropy")
     (ax,) = fig.axes
     assert ax.get_title()
-    assert [line.get_linestyle() for line in ax.lines] == ["-", "--", "-", "--"]
+    assert ax.get_ylabel() == "predictive entropy"  # the score is on the vertical axis
+    assert ax.get_xlabel() == "fraction of inputs with entropy above the value"
+    assert [line.get_linestyle() for line in ax.lines] == ["-", "--", "-", "--"]  # solid OOD
     assert ax.lines[0].get_color() == ax.lines[1].get_color() != ax.lines[2].get_color()
-    np.testing.assert_allclose(ax.lines[1].get_ydata(), curves_in["MAP"].fraction)
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+    # the dashed MAP line is the in-domain curve: each vertical step starts at a point
+    # (fraction of in-domain scores above t, t) and rises at that fraction to the next t
+    fraction, entropy = ax.lines[1].get_xdata(), ax.lines[1].get_ydata()
+    assert len(fraction) == 2 * len(grid) - 1
+    scores32 = np.float32(scores["MAP"][0])
+    expected = [np.mean(scores32 > np.float32(t)) for t in entropy[::2]]
+    np.testing.assert_allclose(fraction[::2], expected)
+    np.testing.assert_allclose(entropy[::2], grid)
+    np.testing.assert_allclose(fraction[1::2], fraction[:-1:2])  # vertical segments
+    assert np.all(np.diff(entropy) >= 0) and np.all(np.diff(fraction) <= 0)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
         "MAP",
         "DIAG",
-        "OOD",
-        "in-domain",
+        "OOD (solid)",
+        "in-domain (dashed)",
     ]
     _render(fig)
+
+
+def test_family_inverse_ecdf_one_panel_per_method_one_colour_per_member():
+    grid = jnp.linspace(0.0, 1.0, 11)
+    curve = lambda x: ood.inverse_ecdf(jnp.asarray(x), thresholds=grid)
+    members = ("mlp-1", "mlp-2", "mlp-3")
+    curves_in = {
+        m: {k: curve(_ecdf_scores(i)[0]) for i, k in enumerate(members)} for m in ("MAP", "KFAC")
+    }
+    curves_out = {
+        m: {k: curve(_ecdf_scores(i)[1]) for i, k in enumerate(members)} for m in ("MAP", "KFAC")
+    }
+    fig = plotting.family_inverse_ecdf(curves_in, curves_out, out_label="noise", title="family")
+    assert _titles(fig) == ["MAP", "KFAC"] and fig.get_suptitle() == "family"
+    assert fig.get_supylabel() == "normalised entropy H / log C"
+    assert fig.get_supxlabel() == "fraction of inputs with entropy above the value"
+    for ax in fig.axes:
+        assert len(ax.lines) == 6
+        assert [line.get_linestyle() for line in ax.lines] == ["-", "--"] * 3
+    colors = [[line.get_color() for line in ax.lines[::2]] for ax in fig.axes]
+    assert colors[0] == colors[1] and len(set(colors[0])) == 3  # a member keeps its colour
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts == [*members, "noise (solid)", "in-domain (dashed)"]
+    _render(fig)
+    with pytest.raises(ValueError, match="curves_out"):
+        plotting.family_inverse_ecdf(curves_in, {"MAP": curves_out["MAP"]})
 
 
 # ----------------------------------------------------------------- adversarial
@@ -423,11 +539,32 @@ def test_attack_sweeps():
     fig = plotting.attack_sweeps(eps, metrics, title="FGSM")
     assert len(fig.axes) == 4 and _titles(fig) == list(metrics)
     for ax in fig.axes:
-        assert len(ax.lines) == 2
+        assert len(ax.lines) == 3  # two methods and the clean-input marker at eps = 0
         np.testing.assert_allclose(ax.lines[0].get_xdata(), np.sort(eps))
+        assert ax.get_xlim()[0] < 0.0 < 0.2 < ax.get_xlim()[1]  # nothing trimmed here
+        assert ax.get_xlabel() == "step size ε"
     colors = {ax.lines[1].get_color() for ax in fig.axes}
     assert len(colors) == 1  # a method keeps its colour in every panel
     np.testing.assert_allclose(fig.axes[1].lines[1].get_ydata(), 1 - np.sort(eps) / 2)
+    assert fig.get_suptitle() == "FGSM"
+    (legend,) = fig.legends  # outside the panels: no legend on any axes
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    assert [t.get_text() for t in legend.get_texts()] == ["MAP", "KFAC", "clean inputs (ε = 0)"]
+    _render(fig)
+
+
+def test_attack_sweeps_trims_strengths_where_methods_agree():
+    eps = np.array([0.0, 0.1, 0.2, 0.3, 0.5, 1.0])
+    accuracy = {
+        "MAP": np.array([0.9, 0.5, 0.0, 0.0, 0.0, 0.0]),
+        "KFAC": np.array([0.9, 0.6, 0.1, 0.0, 0.0, 0.0]),
+    }
+    fig = plotting.attack_sweeps(eps, {"accuracy": accuracy})
+    (ax,) = fig.axes
+    assert 0.3 < ax.get_xlim()[1] < 0.5  # one step after the last difference (0.2)
+    assert "ε > 0.3 not shown" in fig.get_suptitle()
+    untrimmed = plotting.attack_sweeps(eps, {"accuracy": accuracy}, trim=False)
+    assert untrimmed.axes[0].get_xlim()[1] > 1.0 and not untrimmed.get_suptitle()
     _render(fig)
 
 

@@ -11,9 +11,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Ellipse
 from matplotlib.ticker import MaxNLocator
 
 from bnn_jax.plotting import _common
+from bnn_jax.plotting.ellipses import ellipse_axes
 
 __all__ = ["gaussian_comparison", "loss_curves", "loss_surface"]
 
@@ -35,6 +37,19 @@ def _line_levels(values: np.ndarray, num: int) -> np.ndarray | None:
         return None
     ticks = MaxNLocator(num).tick_values(low, high)
     inside = ticks[(ticks > low) & (ticks < high)]
+    return inside if inside.size else None
+
+
+def _geometric_levels(values: np.ndarray, sign: float, num: int) -> np.ndarray | None:
+    """``num`` distinct levels spaced geometrically away from the minimum (``sign = 1``) or the
+    maximum (``sign = -1``) of ``values``, strictly inside their range (None if flat)."""
+    low, high = float(values.min()), float(values.max())
+    if not high > low:
+        return None
+    steps = (high - low) * np.geomspace(3e-3, 0.9, num)
+    found = low + steps if sign > 0 else high - steps[::-1]
+    found = np.unique(np.asarray([float(f"{v:.3g}") for v in found]))
+    inside = found[(found > low) & (found < high)]
     return inside if inside.size else None
 
 
@@ -93,7 +108,9 @@ def loss_curves(
         right.set_ylabel("accuracy (dashed)")
         handles.append(Line2D([], [], color="0.3", linestyle="--"))
         names.append("accuracy")
-    ax.legend(handles, names, loc="best", fontsize="small")
+    fig.legend(
+        handles, names, loc="outside lower center", ncols=min(len(names), 4), fontsize="small"
+    )
     return fig
 
 
@@ -106,12 +123,23 @@ def loss_surface(
     three_d: bool = False,
     num_levels: int = 20,
     title: str = "Loss landscape",
+    levels: str = "from_minimum",
+    xlabel: str = "step along direction 1",
+    ylabel: str = "step along direction 2",
 ) -> Figure:
     """The loss on a plane through the trained weights, with loss and accuracy contour lines.
 
-    As filled contours (default) with black loss contour lines and, if given, white dashed
-    accuracy contour lines, labelled with their values; or, with ``three_d=True``, as a 3-D
-    surface with the contour lines projected onto the floor, as in the source post.
+    As filled contours (default) with white loss contour lines and, if given, orange dashed
+    accuracy contour lines, labelled with their values (the legend below the axes); or, with
+    ``three_d=True``, as a 3-D surface with the contour lines projected onto the floor, as in
+    the source post.
+
+    With ``levels="from_minimum"`` (default) the levels start at the minimum and are spaced
+    geometrically away from it (colours at ``min + (max - min) q`` for ``q`` log-spaced in
+    ``[1e-3, 1]``, six lines for ``q`` in ``[3e-3, 0.9]``; accuracy lines likewise down from
+    the maximum accuracy), so the low-loss, high-accuracy region around the trained weights,
+    where the post compares loss and accuracy contours, gets most of the lines instead of the
+    steep walls; ``levels="linear"`` spaces them evenly.
 
     Args:
       alphas: ``[A]`` steps along the first direction.
@@ -121,6 +149,8 @@ def loss_surface(
       three_d: draw a 3-D surface instead of filled contours.
       num_levels: number of colour levels, >= 2.
       title: axes title.
+      levels: ``"from_minimum"`` or ``"linear"`` spacing of the levels (see above).
+      xlabel, ylabel: axis labels.
 
     Returns:
       A Figure with the plot axes and its colour bar.
@@ -130,11 +160,19 @@ def loss_surface(
     loss = _surface("loss", loss, alphas, betas)
     accuracy = None if accuracy is None else _surface("accuracy", accuracy, alphas, betas)
     num_levels = _common.check_positive_int("num_levels", num_levels, minimum=2)
+    if levels not in ("from_minimum", "linear"):
+        raise ValueError(f"levels: expected 'from_minimum' or 'linear', got {levels!r}")
     grid_a, grid_b = np.meshgrid(alphas, betas)  # [B, A]: plot the transposed values
-    fill_levels = _common.levels(loss.min(), loss.max(), num_levels)
-    lines = [(loss, "k", "solid", "loss contours")]
+    geometric = levels == "from_minimum"
+    if geometric and np.ptp(loss) > 0:
+        fill_levels = loss.min() + np.ptp(loss) * np.geomspace(1e-3, 1.0, num_levels)
+        fill_levels = np.concatenate([[loss.min()], fill_levels])
+    else:
+        fill_levels = _common.levels(loss.min(), loss.max(), num_levels)
+    lines = [(loss, "w" if not three_d else "k", "solid", "loss contours", 1.0)]
     if accuracy is not None:
-        lines.append((accuracy, "w" if not three_d else "tab:red", "dashed", "accuracy contours"))
+        color = "tab:orange" if not three_d else "tab:red"
+        lines.append((accuracy, color, "dashed", "accuracy contours", -1.0))
 
     if three_d:
         fig, ax = plt.subplots(
@@ -153,8 +191,8 @@ def loss_surface(
         ax.plot(0.0, 0.0, marker="x", color="r", linestyle="none")
         draw = {}
     handles = []
-    for values, color, style, label in lines:
-        line_levels = _line_levels(values, 8)
+    for values, color, style, label, sign in lines:
+        line_levels = _geometric_levels(values, sign, 6) if geometric else _line_levels(values, 8)
         if line_levels is None:
             continue
         contours = ax.contour(
@@ -167,14 +205,26 @@ def loss_surface(
             linewidths=0.8,
             **draw,
         )
-        if not three_d:
-            ax.clabel(contours, fontsize="x-small", fmt="%.3g")
+        if not three_d:  # every other level labelled: the innermost ones lie close together
+            ax.clabel(contours, contours.levels[::-2], fontsize="x-small", fmt="%.3g")
         handles.append(Line2D([], [], color=color, linestyle=style, label=label))
     if handles:
-        ax.legend(handles=handles, loc="upper right", fontsize="small", facecolor="0.85")
-    _common.colorbar(fig, mappable, ax, "loss", shrink=0.8 if three_d else 1.0)
-    ax.set_xlabel("step along direction 1")
-    ax.set_ylabel("step along direction 2")
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncols=2,
+            fontsize="small",
+            facecolor="0.55" if not three_d else "w",
+        )
+    if geometric and not three_d:
+        # levels crowd near the minimum: uniform colour-bar spacing, a tick every few levels
+        bar = fig.colorbar(mappable, ax=ax, label="loss", spacing="uniform")
+        ticks = fill_levels[:: max(1, len(fill_levels) // 6)]
+        bar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
+    else:
+        _common.colorbar(fig, mappable, ax, "loss", shrink=0.8 if three_d else 1.0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     return fig
 
@@ -185,6 +235,11 @@ def gaussian_comparison(
     panels: Mapping[str, object],
     *,
     title: str = "exp(-loss) and Gaussians on the same plane",
+    ncols: int | None = None,
+    xlabel: str = "step along direction 1",
+    ylabel: str = "step along direction 2",
+    covariances: Mapping[str, object] | None = None,
+    means: Mapping[str, object] | None = None,
 ) -> Figure:
     """``exp(-loss)`` next to Gaussians on the same plane, on one shared colour scale.
 
@@ -198,6 +253,14 @@ def gaussian_comparison(
       panels: ``{panel title: [A, B] values}``, reference first, e.g.
         ``{"exp(-loss)": ..., "least-squares Gaussian": ..., "KFAC": ..., "DIAG": ...}``.
       title: figure title.
+      ncols: panels per row (default: all in one row); e.g. 3 keeps five panels legible at
+        page width.
+      xlabel, ylabel: axis labels.
+      covariances: optional ``{panel title: 2 x 2 covariance}`` of the Gaussians: each such
+        panel gets its one-standard-deviation ellipse (red, dashed) and its standard
+        deviations written in a corner, so a Gaussian far wider or narrower than the plotted
+        range is still told apart from the others.
+      means: optional ``{panel title: [2] mean}`` of those Gaussians (default: the origin).
 
     Returns:
       A Figure with one axes per panel and one colour bar.
@@ -205,6 +268,12 @@ def gaussian_comparison(
     alphas = _common.as_array("alphas", alphas, ndim=1)
     betas = _common.as_array("betas", betas, ndim=1)
     panels = _common.check_mapping("panels", panels)
+    covariances = {} if covariances is None else _common.check_mapping("covariances", covariances)
+    means = {} if means is None else _common.check_mapping("means", means)
+    for arg, given in (("covariances", covariances), ("means", means)):
+        unknown = sorted(set(given) - set(panels))
+        if unknown:
+            raise ValueError(f"{arg}: expected keys of panels, got unknown {unknown}")
     values = {name: _surface(f"panels[{name!r}]", v, alphas, betas) for name, v in panels.items()}
     stacked = np.stack(list(values.values()))
     fill_levels = _common.levels(min(0.0, stacked.min()), stacked.max())
@@ -212,16 +281,11 @@ def gaussian_comparison(
     reference_levels = _line_levels(reference, 6)
     grid_a, grid_b = np.meshgrid(alphas, betas)
 
-    fig, axes = plt.subplots(
-        1,
-        len(values),
-        figsize=(3.6 * len(values) + 0.8, 3.6),
-        layout="constrained",
-        squeeze=False,
-        sharex=True,
-        sharey=True,
+    ncols = len(values) if ncols is None else _common.check_positive_int("ncols", ncols)
+    fig, axes = _common.panel_grid(
+        len(values), ncols=ncols, panel_size=(3.3, 3.1), sharex=True, sharey=True
     )
-    for k, (ax, (name, field)) in enumerate(zip(axes[0], values.items(), strict=True)):
+    for k, (ax, (name, field)) in enumerate(zip(axes, values.items(), strict=True)):
         filled = ax.contourf(grid_a, grid_b, field.T, levels=fill_levels, cmap=_LOSS_CMAP)
         if k > 0 and reference_levels is not None:
             ax.contour(
@@ -232,9 +296,54 @@ def gaussian_comparison(
                 colors="w",
                 linewidths=0.7,
             )
-        ax.set_title(name)
-        ax.set_xlabel("step along direction 1")
-    axes[0, 0].set_ylabel("step along direction 2")
-    _common.colorbar(fig, filled, axes[0], "value")
+        if name in covariances:
+            _sd_ellipse(ax, covariances[name], means.get(name, np.zeros(2)), alphas, betas)
+        ax.set_title(name, fontsize="medium")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    _common.colorbar(fig, filled, axes, "value")
+    if covariances:
+        handle = Line2D([], [], color="tab:red", linestyle="--", label="1-sd ellipse")
+        fig.legend(handles=[handle], loc="outside lower center", fontsize="small")
     fig.suptitle(title)
     return fig
+
+
+def _sd_ellipse(ax, covariance, mean, alphas: np.ndarray, betas: np.ndarray) -> None:
+    """The one-standard-deviation ellipse of a Gaussian and its standard deviations (noting
+    when the ellipse reaches past the plotted range)."""
+    covariance = _common.as_array("covariances", covariance, ndim=2)
+    mean = _common.as_array("means", mean, ndim=1)
+    if mean.shape != (2,):
+        raise ValueError(f"means: expected 2 coordinates, got shape {mean.shape}")
+    major, minor, angle = ellipse_axes(covariance)
+    ax.add_patch(
+        Ellipse(
+            tuple(mean),
+            2 * major,
+            2 * minor,
+            angle=angle,
+            fill=False,
+            edgecolor="tab:red",
+            linestyle="--",
+            linewidth=1.2,
+        )
+    )
+    sd = np.sqrt(np.diag(covariance))  # half-widths of the ellipse's bounding box
+    beyond = (
+        mean[0] - sd[0] < alphas.min()
+        or mean[0] + sd[0] > alphas.max()
+        or mean[1] - sd[1] < betas.min()
+        or mean[1] + sd[1] > betas.max()
+    )
+    note = f"sd {sd[0]:.3g}, {sd[1]:.3g}" + (" (ellipse beyond the axes)" if beyond else "")
+    ax.text(
+        0.03,
+        0.03,
+        note,
+        transform=ax.transAxes,
+        fontsize="x-small",
+        bbox={"facecolor": "w", "alpha": 0.8, "linewidth": 0},
+    )
+    ax.set_xlim(alphas.min(), alphas.max())
+    ax.set_ylim(betas.min(), betas.max())
