@@ -21,7 +21,6 @@ reparameterisation) and ``glm_predictive`` (linearised, probit link) of the KFAC
 
 import argparse
 import dataclasses
-import datetime
 import os
 import statistics
 import time
@@ -32,7 +31,7 @@ import numpy as np
 import threadpoolctl
 
 from benchmarks import flops
-from benchmarks.timing import measure
+from benchmarks.timing import host, measure
 from bnn_jax import curvature, data, laplace, losses, models, predictive
 from bnn_jax.types import Batch
 
@@ -231,11 +230,8 @@ def run(config: Config, *, verbose: bool = False) -> dict:
         sweeps[size] = {"values": list(values), "stages": result}
     return {
         "machine": {
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            **host(load_start),
             "devices": [str(d) for d in jax.devices()],
-            "cores": len(os.sched_getaffinity(0)),
-            "load_average_start": load_start,
-            "load_average_end": list(os.getloadavg()),
             "jax": jax.__version__,
         },
         "config": dataclasses.asdict(config),

@@ -22,7 +22,6 @@ of peak divides by the float32 product's rate (the bfloat16 peak is reported bes
 
 import argparse
 import dataclasses
-import datetime
 import os
 import time
 
@@ -32,7 +31,7 @@ import numpy as np
 import optax
 
 from benchmarks import flops
-from benchmarks.timing import gflops, measure
+from benchmarks.timing import gflops, host, measure
 from bnn_jax import curvature, data, laplace, losses, models, precision, predictive, training
 
 IMAGE_SHAPE = (32, 32, 3)
@@ -183,14 +182,12 @@ def run(config: Config) -> dict:
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     return {
         "machine": {
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            **host(load_start),
             "device": device.device_kind,
             "platform": device.platform,
             "devices": len(jax.devices()),
             "processes": count,
             "jax": jax.__version__,
-            "load_average_start": load_start,
-            "load_average_end": list(os.getloadavg()),
             "peak_bytes_in_use": (stats or {}).get("peak_bytes_in_use"),
         },
         "peak": {"matmul_size": size, "float32_gflops": peak32, "bfloat16_gflops": peak16},

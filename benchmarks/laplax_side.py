@@ -30,7 +30,6 @@ average of the machine is recorded at start and end.
 
 import argparse
 import dataclasses
-import datetime
 import functools
 import os
 import time
@@ -42,7 +41,7 @@ import optax
 import threadpoolctl
 from jax.flatten_util import ravel_pytree
 
-from benchmarks.timing import measure
+from benchmarks.timing import host, measure
 from bnn_jax import curvature, data, laplace, losses, models, predictive, training, tree
 
 
@@ -338,11 +337,8 @@ def run(config: Config) -> dict:
     }
     return {
         "machine": {
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            **host(load_start),
             "devices": [str(d) for d in jax.devices()],
-            "cores": len(os.sched_getaffinity(0)),
-            "load_average_start": load_start,
-            "load_average_end": list(os.getloadavg()),
             "laplax": _version("laplax"),
             "jax": jax.__version__,
         },

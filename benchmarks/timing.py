@@ -5,7 +5,9 @@ timed repeats, and reports their median. Repeats stop early once they took ``bud
 seconds (at least one timed run), so slow baselines cost one or two runs, fast cases five.
 """
 
+import datetime
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -66,3 +68,15 @@ def gflops(flops: float | None, seconds: float | None) -> float | None:
     if flops is None or seconds is None or not seconds > 0 or not math.isfinite(seconds):
         return None
     return flops / seconds / 1e9
+
+
+def host(load_start: list[float]) -> dict[str, Any]:
+    """What a result file records of the machine: date, usable cores and the load average at the
+    start (``load_start``, from ``os.getloadavg()``) and now (a shared machine's timings move
+    with it)."""
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cores": len(os.sched_getaffinity(0)),
+        "load_average_start": list(load_start),
+        "load_average_end": list(os.getloadavg()),
+    }
