@@ -34,10 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bnn_jax import attacks, curvature, data, gp, laplace, losses, models, predictive
+from bnn_jax import attacks, curvature, data, gp, laplace, losses, models, predictive, uncertainty
 from bnn_jax import dropout as dropout_lib
 from bnn_jax import ensembles as ensembles_lib
-from bnn_jax import uncertainty
 from experiments import common, progress
 from experiments import methods as predictors
 
@@ -150,7 +149,11 @@ class Context:
     def _map_variables(self, ds, data_seed, key):
         model = self.models["map"]
         trained = self.train(
-            ds, "map", model, predictors.method_key(key, "map"), data_seed,
+            ds,
+            "map",
+            model,
+            predictors.method_key(key, "map"),
+            data_seed,
             prior_prec=prior_prec(self.config),
         )
         return trained.variables
@@ -187,7 +190,11 @@ class Context:
     def _mc_dropout(self, ds, data_seed, key) -> Fitted:
         train_key, mask_key = jax.random.split(predictors.method_key(key, "mc_dropout"))
         trained = self.train(
-            ds, "mc_dropout", self.models["mc_dropout"], train_key, data_seed,
+            ds,
+            "mc_dropout",
+            self.models["mc_dropout"],
+            train_key,
+            data_seed,
             prior_prec=prior_prec(self.config),
         )
         keys = jax.random.split(mask_key, self.config["num_samples"])
@@ -198,8 +205,7 @@ class Context:
         train_key, mask_key = jax.random.split(predictors.method_key(key, name))
         rates = lambda v: {k: float(p) for k, p in dropout_lib.concrete_rates(v["params"]).items()}
         # the Concrete layers' regulariser is their prior: no prior_prec (module docstring)
-        trained = self.train(ds, name, self.models[name], train_key, data_seed,
-                             epoch_metrics=rates)
+        trained = self.train(ds, name, self.models[name], train_key, data_seed, epoch_metrics=rates)
         keys = jax.random.split(mask_key, self.config["num_samples"])
         state = {"variables": trained.variables, "keys": keys}
         facts = {"rates": {k: v for k, v in trained.history.items() if "concrete" in k}}
@@ -214,8 +220,13 @@ class Context:
     def _ensemble(self, ds, data_seed, key) -> Fitted:
         model = self.models["map"]
         trained = self.train(
-            ds, "ensemble", model, predictors.method_key(key, "ensemble"), data_seed,
-            num_members=self.config["num_members"], prior_prec=prior_prec(self.config),
+            ds,
+            "ensemble",
+            model,
+            predictors.method_key(key, "ensemble"),
+            data_seed,
+            num_members=self.config["num_members"],
+            prior_prec=prior_prec(self.config),
         )
 
         def build():
@@ -276,7 +287,7 @@ class Context:
         facts = {
             "prior_prec_training": tau0,
             "prior_prec": float(tuned.prior_prec),
-            "log_marglik": [float(trace.log_marglik[0]), float(trace.log_marglik[-1])],
+            "log_marglik": np.asarray([trace.log_marglik[0], trace.log_marglik[-1]]),
         }
         state = {"posterior": tuned, "key": sample_key}
         return Fitted(self._memo(self._fns, name, build), state, facts)
@@ -373,8 +384,9 @@ def measure(method: Fitted, arrays: dict, *, bim_steps: int, display: bool, x64:
     if x64:
         with jax.enable_x64(True):
             arrays = {
-                k: jnp.asarray(v, jnp.float64 if np.issubdtype(np.asarray(v).dtype, np.floating)
-                               else v.dtype)
+                k: jnp.asarray(
+                    v, jnp.float64 if np.issubdtype(np.asarray(v).dtype, np.floating) else v.dtype
+                )
                 for k, v in arrays.items()
             }
             out = _measure(method.fns, method.state, arrays, bim_steps=bim_steps)
