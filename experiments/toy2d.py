@@ -302,7 +302,7 @@ def run(config: dict, out_dir, report: common.Report) -> dict:
             values = np.asarray(scores[k])
             entry[k] = [stats.interval(values[:, i]).as_dict() for i in range(values.shape[1])]
         entry["per_draw"] = scores
-        entry["facts"] = _facts(display[name]["facts"])
+        entry["facts"] = _facts(display[name].get("facts", {}))
         metrics["methods"][name] = entry
     toy2d_report.write(report, config, draws, scanned, shown, display, metrics)
     return metrics
