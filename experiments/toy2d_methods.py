@@ -20,6 +20,11 @@
 - ``gp``: arc-sine kernel, probit likelihood, Laplace inference, evidence-maximised
   hyperparameters (float64), Houlsby's BALD.
 
+The attacks differentiate a sampled method's mean over its first ``attack_samples`` draws (the
+same masks or members; their cost is linear in the count) and are judged by the full
+``num_samples`` predictive; the Laplace predictive samples in logit space and is attacked
+with all its samples.
+
 A fitted method is a :class:`Fitted`: pure functions of a state plus the state, built by a
 :class:`Context` that keeps one model, curvature and kernel per run, so the measurement
 (:func:`measure`) compiles once per method and serves every data draw.
@@ -56,12 +61,15 @@ class Fns(NamedTuple):
     """A method's pure functions of its state (hashable: the static part of :func:`measure`).
 
     Attributes:
-      log_prob_fn: ``(state, x) -> [B, C]``, the predictive (what the attacks differentiate).
+      log_prob_fn: ``(state, x) -> [B, C]``, the predictive (``num_samples`` draws).
+      attack_fn: ``(state, x) -> [B, C]``, the predictive the attacks differentiate (the first
+        ``attack_samples`` of the same draws; the GP's and MAP's are exact).
       fields: ``(state, x) -> {log_probs, entropy, bald, expected_entropy}`` on a grid.
       draws: ``(state, x) -> [4, B, C]`` log-probabilities of four posterior draws, or None.
     """
 
     log_prob_fn: Callable
+    attack_fn: Callable
     fields: Callable
     draws: Callable | None
 
@@ -72,11 +80,12 @@ class Fitted(NamedTuple):
     facts: dict
 
 
-def _sampled(sample_log_probs: Callable, draws: Callable | None) -> Fns:
-    """``Fns`` of a method given by ``sample_log_probs(state, x) -> [T, B, C]``."""
+def _sampled(sample_log_probs: Callable, num: int, attack_num: int, draws: Callable | None) -> Fns:
+    """``Fns`` of a method given by ``sample_log_probs(state, x, t) -> [t, B, C]`` (its first
+    ``t`` draws): ``num`` draws for the predictive, ``attack_num`` for the attacks."""
 
     def fields(state, x):
-        samples = sample_log_probs(state, x)
+        samples = sample_log_probs(state, x, num)
         return {
             "log_probs": uncertainty.mean_log_probs(samples),
             "entropy": uncertainty.predictive_entropy(samples),
@@ -84,8 +93,8 @@ def _sampled(sample_log_probs: Callable, draws: Callable | None) -> Fns:
             "expected_entropy": uncertainty.expected_entropy(samples),
         }
 
-    log_prob_fn = lambda state, x: uncertainty.mean_log_probs(sample_log_probs(state, x))
-    return Fns(log_prob_fn, fields, draws)
+    mean = lambda t: lambda state, x: uncertainty.mean_log_probs(sample_log_probs(state, x, t))
+    return Fns(mean(num), mean(min(attack_num, num)), fields, draws)
 
 
 class Context:
@@ -168,22 +177,22 @@ class Context:
         apply = self._apply("map")
 
         def build():
-            one = lambda state, x: jax.nn.log_softmax(apply(state, x))[None]
-            return _sampled(one, None)
+            one = lambda state, x, t: jax.nn.log_softmax(apply(state, x))[None]
+            return _sampled(one, 1, 1, None)
 
         fns = self._memo(self._fns, "map", build)
         return Fitted(fns, self._map_variables(ds, data_seed, key)["params"], {})
 
     def _dropout_fns(self, name: str) -> Fns:
-        model, t = self.models[name], self.config["num_samples"]
+        model, c = self.models[name], self.config
 
         def build():
-            def samples(state, x):
+            def samples(state, x, t):
                 logits_fn = dropout_lib.make_mask_logits_fn(model, state["variables"])
-                keys = state["keys"][:t]
-                return predictive.sample_log_probs(logits_fn, keys, x)
+                return predictive.sample_log_probs(logits_fn, state["keys"][:t], x)
 
-            return _sampled(samples, lambda state, x: samples(state, x)[:4])
+            four = lambda state, x: samples(state, x, 4)
+            return _sampled(samples, c["num_samples"], c["attack_samples"], four)
 
         return self._memo(self._fns, name, build)
 
@@ -231,8 +240,12 @@ class Context:
 
         def build():
             logits_fn = ensembles_lib.make_member_logits_fn(model)
-            samples = lambda state, x: predictive.sample_log_probs(logits_fn, state, x)
-            return _sampled(samples, lambda state, x: samples(state, x)[:4])
+            members = lambda state, t: jax.tree.map(lambda a: a[:t], state)
+            samples = lambda state, x, t: predictive.sample_log_probs(
+                logits_fn, members(state, t), x
+            )
+            c, four = self.config, lambda state, x: samples(state, x, 4)
+            return _sampled(samples, c["num_members"], c["attack_samples"], four)
 
         return Fitted(self._memo(self._fns, "ensemble", build), trained.variables, {})
 
@@ -266,9 +279,10 @@ class Context:
         t = c["num_samples"]
 
         def build():
-            def samples(state, x):
+            # sampled in logit space (cheap): the attacks differentiate all t samples
+            def samples(state, x, num):
                 return predictive.glm_mc_log_probs(
-                    state["posterior"], x, key=state["key"], num_samples=t
+                    state["posterior"], x, key=state["key"], num_samples=num
                 )
 
             def draws(state, x):
@@ -282,7 +296,7 @@ class Context:
 
                 return jax.lax.map(one, jax.random.split(state["key"], 4))
 
-            return _sampled(samples, draws)
+            return _sampled(samples, t, t, draws)
 
         facts = {
             "prior_prec_training": tau0,
@@ -326,7 +340,7 @@ class Context:
                 )
                 return jnp.stack([jax.nn.log_sigmoid(-f), jax.nn.log_sigmoid(f)], axis=-1)
 
-            return Fns(log_prob_fn, fields, draws)
+            return Fns(log_prob_fn, log_prob_fn, fields, draws)
 
         key = jax.random.key(int(self.config["seed"]))
         state = {"posterior": posterior, "key": jax.random.fold_in(key, len(ds.x_train))}
@@ -340,9 +354,12 @@ def _accuracy(log_probs, y):
 @jax.jit(static_argnames=("fns", "bim_steps"))
 def _measure(fns: Fns, state, arrays: dict, *, bim_steps: int) -> dict:
     lp = lambda x: fns.log_prob_fn(state, x)
+    target = lambda x: fns.attack_fn(state, x)
     x, y = arrays["x_train"], arrays["y_train"]
-    bim = lambda eps, step: attacks.bim(lp, x, eps=eps, eps_iter=step, steps=bim_steps, norm="l2")
-    fgm = lambda eps: attacks.fgm(lp, x, eps=eps, norm="l2")
+    bim = lambda eps, step: attacks.bim(
+        target, x, eps=eps, eps_iter=step, steps=bim_steps, norm="l2"
+    )
+    fgm = lambda eps: attacks.fgm(target, x, eps=eps, norm="l2")
     x_fgm, x_bim = fgm(arrays["fgm_eps"]), bim(arrays["bim_eps"], arrays["bim_step"])
     sweep = arrays["sweep_eps"]
     step_ratio = arrays["bim_step"] / arrays["bim_eps"]
@@ -364,7 +381,7 @@ def _measure(fns: Fns, state, arrays: dict, *, bim_steps: int) -> dict:
 def _display(fns: Fns, state, arrays: dict) -> dict:
     lp = lambda x: fns.log_prob_fn(state, x)
     out = {
-        "input_grad": attacks.input_gradient(lp, arrays["grid"]),
+        "input_grad": attacks.input_gradient(lambda x: fns.attack_fn(state, x), arrays["grid"]),
         "zoom_log_probs": lp(arrays["zoom_grid"]),
         "wide_max_prob": jnp.exp(jnp.max(lp(arrays["wide_grid"]), axis=-1)),
     }
@@ -375,10 +392,11 @@ def _display(fns: Fns, state, arrays: dict) -> dict:
 
 def measure(method: Fitted, arrays: dict, *, bim_steps: int, display: bool, x64: bool) -> dict:
     """What the study needs of one fitted method on one draw, as NumPy arrays: predictions
-    on the test and training points, FGM and BIM (L2, against the predictive with its
-    predicted class, as the notebook's cleverhans calls) at the notebook's eps and over
-    ``sweep_eps`` (BIM's step a fixed fraction of eps), the maximum probability on the far
-    circle and the grid fields; with ``display`` also the input gradient (quiver), the
+    on the test and training points, FGM and BIM (L2, against ``fns.attack_fn`` with its
+    predicted class, as the notebook's cleverhans calls; the attacked points judged by the
+    full predictive) at the notebook's eps and over ``sweep_eps`` (BIM's step a fixed
+    fraction of eps), the maximum probability on the far circle and the grid fields; with
+    ``display`` also the input gradient of ``fns.attack_fn`` (quiver), the
     predictive on the zoomed and wide grids and four draws. ``arrays`` are float32; with
     ``x64`` (the GP) everything is evaluated in float64."""
     if x64:
