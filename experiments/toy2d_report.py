@@ -9,6 +9,9 @@ from bnn_jax.plotting import toy2d as toy_plots
 from experiments.common import Report
 from experiments.stats import Interval
 
+ARROWS = 20
+"""Attack arrows per figure (the notebook drew 20)."""
+
 
 def _iv(d: dict, digits: int = 3) -> str:
     return Interval(d["mean"], d["low"], d["high"], d["n"]).format(digits)
@@ -30,6 +33,7 @@ def write(report: Report, config, draws, scanned, shown, display, metrics) -> No
     far_field(report, config, ds, grids, display, metrics)
     other_facts(report, config, metrics)
     notebook_numbers(report, metrics)
+    bald_pattern(report, metrics)
 
 
 def introduction(report: Report, config, draws, scanned, metrics) -> None:
@@ -126,9 +130,10 @@ def method_figures(report: Report, name, config, ds, grids, f, metrics) -> None:
                 f["zoom_log_probs"],
                 f[attack],
                 accuracy=first[f"{attack}_accuracy"],
+                num_arrows=ARROWS,
                 title=f"{name}: {attack.upper()}",
             ),
-            f"{name}, first draw: {attack.upper()} (L2, {eps}); arrows for the first 20 "
+            f"{name}, first draw: {attack.upper()} (L2, {eps}); arrows for the first {ARROWS} "
             f"points; the attack changes {moved} of {len(ds.x_train)} predictions; accuracy "
             f"{first['train_accuracy']:.2f} -> {first[f'{attack}_accuracy']:.2f}.",
         )
@@ -348,6 +353,46 @@ def notebook_numbers(report: Report, metrics) -> None:
     if rows:
         report.table(["quantity", "notebook", "this run (over draws)"], rows)
         report.text(*notes)
+
+
+def _mean(values) -> str:
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return f"{np.mean(finite):.3f}" if finite else "no grid point"
+
+
+def bald_pattern(report: Report, metrics) -> None:
+    """The notebook's observations on BALD (BALD <= entropy; BALD higher on uncertain regions
+    far from the data than near it) per method, over the draws."""
+    methods = metrics["methods"]
+    rows = [
+        [n, f"{max(m['per_draw']['max_bald_minus_entropy']):.1e}"]
+        + [
+            _mean(m["per_draw"][k])
+            for k in ("bald_near_data", "bald_far_boundary", "bald_far_confident")
+        ]
+        for n, m in methods.items()
+    ]
+    report.table(
+        [
+            "method",
+            "max BALD - entropy (grid, all draws)",
+            "mean BALD within 0.5 of the data",
+            "far (> 2) and uncertain (H > log 2 / 2)",
+            "far (> 2) and confident",
+        ],
+        rows,
+    )
+    holds = lambda key: [n for n, m in methods.items() if all(m["per_draw"][key])]
+    bounded, pattern = holds("bald_le_entropy"), holds("bald_high_only_far_on_boundaries")
+    others = lambda chosen: ", ".join(n for n in methods if n not in chosen) or "none"
+    report.text(
+        "The notebook found BALD <= entropy everywhere and BALD high far from the data but low "
+        "on the boundary near it. BALD <= entropy (to 1e-5 nats) on every grid point of every "
+        f"draw: {', '.join(bounded) or 'none'}; not: {others(bounded)}. Mean BALD on uncertain "
+        "regions far from the data above both the mean within 0.5 of the data and the mean on "
+        f"confident regions far from it, on every draw: {', '.join(pattern) or 'none'}; not: "
+        f"{others(pattern)}."
+    )
 
 
 def metrics_gaps(metrics) -> list[float]:
