@@ -18,8 +18,8 @@ def _iv(d: dict, digits: int = 3) -> str:
 
 
 def _range(values, digits: int = 3) -> str:
-    low, high = min(values), max(values)
-    return f"{low:.{digits}f}" if low == high else f"{low:.{digits}f}-{high:.{digits}f}"
+    low, high = f"{min(values):.{digits}f}", f"{max(values):.{digits}f}"
+    return low if low == high else f"{low}-{high}"
 
 
 def write(report: Report, config, draws, scanned, shown, display, metrics) -> None:
@@ -175,26 +175,31 @@ def attack_summary(report: Report, config, metrics) -> None:
     )
     eps = np.asarray(config["sweep_eps"])
     panels = {}
-    for attack, title in (
-        ("fgm", "FGM"),
-        ("bim", f"BIM (step = eps/{config['bim_eps'] / config['bim_step']:g})"),
-    ):
-        panels[title] = {
-            n: np.array([[p["mean"], p["low"], p["high"]] for p in m[f"sweep_{attack}_accuracy"]]).T
-            for n, m in methods.items()
-        }
-    marks = dict(zip(panels, (config["fgm_eps"], config["bim_eps"]), strict=True))
-    breaks = []
-    for n, m in methods.items():
-        means = np.array([p["mean"] for p in m["sweep_bim_accuracy"]])
-        below = np.flatnonzero(means < means[0] - 0.05)
-        breaks.append(f"{n} {eps[below[0]]:g}" if below.size else f"{n} beyond {eps[-1]:g}")
+    titles = {
+        "fgm": "FGM",
+        "bim": f"BIM (step = eps/{config['bim_eps'] / config['bim_step']:g})",
+    }
+    breaks = {}
+    for attack, title in titles.items():
+        panels[title] = {}
+        for n, m in methods.items():
+            values = np.asarray(m["per_draw"][f"sweep_{attack}_accuracy"])  # [draws, eps]
+            mean = values.mean(axis=0)
+            panels[title][n] = np.stack([mean, values.min(axis=0), values.max(axis=0)])
+            below = np.flatnonzero(mean < mean[0] - 0.05)
+            where = f"{eps[below[0]]:g}" if below.size else f"beyond {eps[-1]:g}"
+            breaks.setdefault(attack, []).append(f"{n} {where}")
+    marks = {titles["fgm"]: config["fgm_eps"], titles["bim"]: config["bim_eps"]}
     report.figure(
         "toy2d_eps_sweep",
         toy_plots.sweep_bands(eps, panels, marks=marks),
-        "Accuracy on the training points against the attack radius (mean over draws, band: "
-        "95% interval); dashed: the notebook's eps. Smallest radius at which the mean BIM "
-        "accuracy falls more than 0.05 below the clean one: " + ", ".join(breaks) + ".",
+        "Accuracy on the training points against the attack radius (mean over the draws, "
+        "band: lowest to highest draw); dashed: the notebook's eps. Smallest radius at which "
+        "the mean accuracy falls more than 0.05 below the clean one, FGM: "
+        + ", ".join(breaks["fgm"])
+        + "; BIM: "
+        + ", ".join(breaks["bim"])
+        + ".",
     )
 
 

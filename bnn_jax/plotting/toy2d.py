@@ -74,7 +74,7 @@ def sweep_bands(
                 )
             ax.plot(eps, values[0], marker="o", markersize=3, color=colors[method], label=method)
             if np.all(np.isfinite(values[1:])):
-                ax.fill_between(eps, values[1], values[2], color=colors[method], alpha=0.15)
+                ax.fill_between(eps, values[1], values[2], color=colors[method], alpha=0.1)
         if marks and title in marks:
             ax.axvline(marks[title], color="k", linestyle="--", linewidth=0.8)
             ax.annotate(
