@@ -35,6 +35,32 @@ def toy2d(seed: int, num_train: int = 100, num_val: int = 100, num_test: int = 5
     return tuple(zip(np.split(x, bounds), np.split(y, bounds), strict=True))
 
 
+def class_gap(x, y) -> tuple[float, int]:
+    """How close two classes come: ``(gap, num_flipped)``.
+
+    A point whose nearest other point carries another label counts as label-flipped (it lies
+    inside the other class, as ``make_classification``'s ``flip_y`` puts it); ``gap`` is the
+    smallest distance between points of different classes among the others,
+    ``min ||x_i - x_j||`` over ``y_i != y_j``, both not flipped (``inf`` when fewer than two
+    classes remain). An attack of radius ``eps`` can move a point across a boundary midway
+    between the classes only if ``2 eps`` exceeds the gap.
+
+    Example:
+      >>> (x, y), _, _ = toy2d(20)
+      >>> class_gap(x, y)   # (0.322..., 2)
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y)
+    if x.ndim != 2 or y.shape != (len(x),) or len(x) < 2:
+        raise ValueError(f"x, y: expected [n, d] points and [n] labels with n >= 2, got "
+                         f"{x.shape} and {y.shape}")
+    distance = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    np.fill_diagonal(distance, np.inf)
+    clean = y[distance.argmin(axis=1)] == y
+    other = (y[:, None] != y[None]) & clean[:, None] & clean[None]
+    gap = float(distance[other].min()) if other.any() else float("inf")
+    return gap, int((~clean).sum())
+
+
 def digits(seed: int):
     """sklearn's bundled 8x8 digits (1797 images) as ``[n, 8, 8, 1]`` in [0, 1], split
     60/20/20 into train/val/test, stratified by class."""
