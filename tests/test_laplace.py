@@ -261,6 +261,11 @@ def test_search_warns_on_a_grid_edge_and_grows_until_interior(x64):
             post, far, prior_prec=jnp.array([0.1, 1.0, 10.0]), scale=scales, grow=2
         )
     assert capped.rounds == 2 and capped.scale_edge == "low"
+    centre = lambda p, c: (jnp.log(p.prior_prec) - c) ** 2  # data as traced arguments
+    taus = jnp.array([1.0, 3.0, 10.0])
+    for c, best in ((jnp.log(3.0), 3.0), (jnp.log(10.0), 10.0)):
+        found = laplace.search(post, centre, prior_prec=taus, args=(c,), warn=False)
+        np.testing.assert_allclose(found.posterior.prior_prec, best)
     with pytest.raises(ValueError, match="grow"):
         laplace.search(post, objective, prior_prec=jnp.ones(2), grow=-1)
     with pytest.raises(ValueError, match="grow: a random search"):

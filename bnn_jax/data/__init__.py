@@ -166,10 +166,6 @@ def load_ood(
       seed: seed of the patches/noise.
       num: number of inputs (default: as many as ``dataset.x_test``; for ``held_out`` at most
         all held-out test inputs).
-      num_val, num_test: generated data sets only (toy2d, mnist1d): the sizes of the validation
-        and test splits (toy2d default 100 and 500; mnist1d default 500 and its 1000 test
-        signals, else ``3500 + num_val + num_test`` signals generated from ``seed``, e.g.
-        ``num_test=10_000`` for intervals that separate methods).
       data_dir: tfds data directory, for reloading held-out classes.
     """
     if kind not in OOD_KINDS:

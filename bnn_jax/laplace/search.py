@@ -120,6 +120,7 @@ def search(
     chunk_size: int | None = None,
     grow: int = 0,
     warn: bool = True,
+    args: tuple = (),
 ) -> SearchResult:
     """Minimise ``objective_fn`` over candidate ``(scale, prior_prec)`` pairs, in log space.
 
@@ -147,6 +148,9 @@ def search(
       chunk_size: candidates evaluated at once with ``vmap`` (``None``: all at once).
       grow: at most this many growths of the grid (grid search only; 0: the grid as given).
       warn: warn when the final optimum lies on an edge of the grid.
+      args: arrays passed on as ``objective_fn(posterior, *args)``, traced: a module-level
+        objective with its data (validation inputs, labels, keys) as ``args`` compiles once
+        for all data of the same shapes, where a closure over the data compiles per closure.
 
     Returns:
       A :class:`SearchResult`; ``result.posterior`` holds the best pair.
@@ -178,7 +182,7 @@ def search(
 
         scales, prior_precs = log_uniform(scale_key, scales), log_uniform(prior_key, prior_precs)
         scales, prior_precs = jnp.asarray(scales, dtype), jnp.asarray(prior_precs, dtype)
-        values = _evaluate(posterior, objective_fn, scales, prior_precs, chunk_size)
+        values = _evaluate(posterior, objective_fn, scales, prior_precs, chunk_size, args)
         best = _argmin(values)
         tuned = posterior.replace(scale=scales[best], prior_prec=prior_precs[best])
         return SearchResult(tuned, scales, prior_precs, values, best)
@@ -196,6 +200,7 @@ def search(
                 jnp.asarray(padded[:, 0], dtype),
                 jnp.asarray(padded[:, 1], dtype),
                 chunk_size,
+                args,
             )
             found |= dict(zip(part, np.asarray(out)[: len(part)].tolist(), strict=True))
         values = np.asarray([found[pair] for pair in zip(*grid, strict=True)])
@@ -256,9 +261,9 @@ def _grown(axis: np.ndarray, edge: str) -> np.ndarray:
 
 
 @jax.jit(static_argnums=(1, 4))
-def _evaluate(posterior, objective_fn, scales, prior_precs, chunk_size):
+def _evaluate(posterior, objective_fn, scales, prior_precs, chunk_size, args):
     def one(pair):
         scale, prior_prec = pair
-        return objective_fn(posterior.replace(scale=scale, prior_prec=prior_prec))
+        return objective_fn(posterior.replace(scale=scale, prior_prec=prior_prec), *args)
 
     return chunking.map_chunks(one, (scales, prior_precs), chunk_size)
