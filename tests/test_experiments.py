@@ -21,13 +21,20 @@ from experiments.cache import CacheWarning
 TINY_FAMILY = {
     "family": [{"name": "mlp-1x16", "architecture": "mlp", "widths": [16]}],
     "reference": "mlp-1x16",
-    "num_train": 120,
-    "epochs": 3,
+    "num_seeds": 2,
+    "num_val": 60,
+    "num_test": 120,
+    "num_ood": 60,
+    "epochs": 2,
     "num_members": 2,
     "num_samples": 3,
+    "glm_mc_samples": 4,
     "chunk_size": 3,
-    "prior_prec_grid": [1.0, 100.0, 2],
-    "scale_grid": [1.0, 10.0, 2],
+    "prior_prec_grid": [0.1, 100.0, 3],
+    "scale_grid": [0.1, 1.0, 10.0],
+    "search_grow": 1,
+    "fgsm_eps": [0.0, 0.1],
+    "attack_num": 20,
 }
 
 
@@ -70,14 +77,15 @@ def test_toy2d_main(tmp_path):
     assert saved["toy2d"]["gp"]["hyperparameters"] == metrics["gp"]["hyperparameters"]
 
 
-def test_study_writes_every_figure_and_the_metrics_layout(tmp_path):
-    config = study.get_config(quick=True) | TINY_FAMILY
-    config |= {
-        "studies": ["landscape", "calibration", "ood", "adversarial"],
-        "fgsm_eps": [0.0, 0.1],
-        "attack_num": 20,
-        "landscape_points": 5,
-    }
+def _captions(out_dir) -> list[str]:
+    """The caption under every figure of the report."""
+    lines = (out_dir / "report.md").read_text().splitlines()
+    return [lines[i + 2] for i, line in enumerate(lines) if line.startswith("![")]
+
+
+def test_study_writes_every_figure_captions_verdicts_and_diagnostics(tmp_path):
+    config = study.get_config(quick=True) | TINY_FAMILY | {"landscape_points": 5}
+    config |= {"studies": ["landscape", "calibration", "ood", "adversarial"]}
     metrics = study.main(config, tmp_path)
     figures = _figures_in_report(tmp_path)
     assert {
@@ -85,77 +93,85 @@ def test_study_writes_every_figure_and_the_metrics_layout(tmp_path):
         "landscape_2d",
         "landscape_gaussians",
         "calibration_reliability",
-        "calibration_curves",
         "calibration_curves_laplace",
+        "calibration_curves_other",
         "ood_histograms_patches",
-        "ood_inverse_ecdf_noise",
+        "ood_inverse_ecdf_family",
         "adversarial_fgsm_sweep",
-        "adversarial_detection",
     } <= figures
+    captions = _captions(tmp_path)
+    assert len(captions) == len(figures)
+    for caption in captions:  # computed from the numbers: no placeholders, no undefined values
+        assert caption.startswith("*") and not re.search(r"\{|\}|\bnan\b|None", caption), caption
+    report = (tmp_path / "report.md").read_text()
+    assert report.splitlines()[2].startswith("The two source documents' claims, tested on mnist1d")
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(saved["methods"]) == set(family.DEFAULT_METHODS)
-    for entry in saved["methods"].values():
-        assert {"accuracy", "nll", "brier", "ece", "mce", "ood", "fgsm"} <= set(entry)
-        assert set(entry["ood"]) == {"patches", "noise"}
-        assert {"auroc_entropy", "auroc_bald", "fpr95_entropy"} <= set(entry["ood"]["noise"])
-        assert entry["fgsm"]["eps"] == [0.0, 0.1] and len(entry["fgsm"]["accuracy"]) == 2
-    assert set(saved["laplace"]["mlp-1x16"]) == {"diag_laplace", "kfac_laplace"}
-    assert {"scale", "prior_prec", "N"} <= set(saved["laplace"]["mlp-1x16"]["kfac_laplace"])
-    assert saved["methods"]["map"]["ood"]["noise"]["auroc_bald"] == 0.5
+    outcomes = {c["outcome"] for c in saved["claims"]}
+    assert outcomes <= {"held", "not held", "inconclusive"}
+    assert any(c["claim"].startswith("target: best Laplace") for c in saved["claims"])
+    runs = saved["diagnostics"]["mlp-1x16"]
+    for structure in ("diag", "kfac", "llkfac"):
+        for name in (f"{structure}_prior", f"{structure}_post", f"{structure}_glm"):
+            assert len(runs[name]) == 2  # one entry per seed
+            assert {"gamma", "fraction", "prior_share", "rounds", "flag"} <= set(runs[name][0])
+            assert 0 <= runs[name][0]["fraction"] <= 1
+    family_scores = saved["calibration"]["family"]["mlp-1x16"]
+    assert {"map", "temperature", "mc_dropout", "concrete_dropout", "ensemble"} <= set(
+        family_scores
+    )
+    for name in ("kfac_post", "kfac_redux", "kfac_redux_probit", "kfac_glm", "kfac_glm_mclink"):
+        assert family_scores[name]["ece"]["n"] == 2
+    assert set(saved["ood"]["family"]["mlp-1x16"]["map"]) == {"patches", "noise"}
+    assert saved["adversarial"]["mlp-1x16"]["map"]["eps"] == [0.0, 0.1]
     assert json.loads((tmp_path / "config.json").read_text()) == json.loads(json.dumps(config))
-    assert metrics["methods"]["map"]["accuracy"] == saved["methods"]["map"]["accuracy"]
+    assert metrics["claims"][0]["outcome"] == saved["claims"][0]["outcome"]
+
+
+SMALL = {"structures": ["kfac"], "recipes": ["glm"], "methods": ["map", "temperature"]}
 
 
 @pytest.mark.parametrize("module", [landscape, calibration, ood, adversarial])
 def test_each_study_runs_alone(tmp_path, module):
-    config = _tiny(module, methods=["map", "diag_laplace"])
-    config |= {
-        k: v
-        for k, v in {"fgsm_eps": [0.0, 0.2], "attack_num": 10, "landscape_points": 5}.items()
-        if k in config
-    }
+    config = _tiny(module, **SMALL | {"num_seeds": 1})
+    if module is landscape:
+        config |= {"structures": ["diag", "kfac"], "landscape_points": 5}
     metrics = module.main(config, tmp_path)
     assert (tmp_path / "report.md").exists() and _figures_in_report(tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text()).keys() == metrics.keys()
 
 
-def test_the_method_table_serves_every_study_with_its_own_keys(tmp_path):
-    """A curvature structure is one entry of ``LAPLACE_STRUCTURES``; the partition (dense last
-    layer + diagonal rest) runs in a study from it; methods never share keys."""
-    from experiments import methods
-
-    assert set(methods.LAPLACE_STRUCTURES) <= set(family.METHODS) & set(toy2d.METHODS)
-    assert "partition_laplace" not in family.DEFAULT_METHODS + toy2d.DEFAULT_METHODS
-    config = _tiny(calibration, methods=["map", "partition_laplace", "mc_dropout"])
-    metrics = calibration.main(config, tmp_path)["calibration"]
-    scores = metrics["family"]["mlp-1x16"]["partition_laplace"]
-    assert 0 <= scores["accuracy"] <= 1 and scores["nll"] > 0
-    assert {"scale", "prior_prec", "N"} <= set(metrics["tuned"]["mlp-1x16"]["partition_laplace"])
+def test_the_method_table_gives_every_method_its_own_keys():
+    """A curvature structure is one entry of ``LAPLACE_STRUCTURES`` (toy2d); methods never share
+    keys."""
     import jax
 
+    from experiments import methods
+
+    assert set(methods.LAPLACE_STRUCTURES) <= set(toy2d.METHODS)
+    assert "partition_laplace" not in toy2d.DEFAULT_METHODS
+    assert set(family.OTHER_METHODS) <= set(methods.METHODS)
     key = jax.random.key(0)
     data = {name: jax.random.key_data(methods.method_key(key, name)) for name in methods.METHODS}
     assert len({tuple(d.ravel().tolist()) for d in data.values()}) == len(methods.METHODS)
 
 
 def test_interrupted_run_resumes_to_the_same_metrics(tmp_path):
-    """A run that stopped after fitting part of the family (its cache holds only the MAP
-    network) and is started again ends with the metrics of an uninterrupted run, byte for
-    byte; the results of a different config are never replaced silently; a damaged cache
-    entry is named in a warning and recomputed to the same results."""
-    config = _tiny(calibration, methods=["map", "diag_laplace"])
+    """A run that stopped after training and fitting (its cache lost every seed's results) and
+    is started again ends with the metrics of an uninterrupted run, byte for byte; the results
+    of a different config are never replaced silently; a damaged cache entry is named in a
+    warning and recomputed to the same results."""
+    config = _tiny(calibration, **SMALL)
     calibration.main(config, tmp_path / "whole")
-    partial = tmp_path / "partial"
-    calibration.main(config | {"methods": ["map"]}, partial)
-    stages = {p.name.rsplit("-", 1)[0] for p in (partial / "cache").glob("*.msgpack")}
-    assert stages == {"mlp-1x16-map", "mlp-1x16-map-predict"}
-    with pytest.raises(FileExistsError, match="different config"):
-        calibration.main(config, partial)
-    calibration.main(config, partial, overwrite=True)
     whole = (tmp_path / "whole" / "metrics.json").read_text()
-    assert (partial / "metrics.json").read_text() == whole
+    partial = tmp_path / "partial"
+    calibration.main(config, partial)
+    for path in (partial / "cache").glob("*-results-*"):
+        path.unlink()  # as if stopped after the networks and posteriors were cached
+    with pytest.raises(FileExistsError, match="different config"):
+        calibration.main(config | {"epochs": 3}, partial)
     calibration.main(config, partial)  # the same config again: allowed (resume)
-    (entry,) = (partial / "cache").glob("mlp-1x16-map-" + "[0-9a-f]" * 16 + ".msgpack")
+    assert (partial / "metrics.json").read_text() == whole
+    (entry,) = (partial / "cache").glob("mlp-1x16-s0-map-" + "[0-9a-f]" * 16 + ".msgpack")
     damaged = bytearray(entry.read_bytes())
     damaged[-20] ^= 0x01  # same size, one byte of the weights: found, named, recomputed
     entry.write_bytes(bytes(damaged))
@@ -166,10 +182,12 @@ def test_interrupted_run_resumes_to_the_same_metrics(tmp_path):
 
 def test_bad_configs_fail_at_start_with_the_choices(tmp_path):
     config = study.get_config(quick=True)
-    with pytest.raises(
-        ValueError, match=r"config\['methods'\]: unknown value 'swag'.*kfac_laplace"
-    ):
+    with pytest.raises(ValueError, match=r"config\['methods'\]: unknown value 'swag'.*ensemble"):
         study.main(config | {"methods": ["map", "swag"]}, tmp_path)
+    with pytest.raises(ValueError, match=r"config\['recipes'\]: unknown value 'swa'.*glm"):
+        study.main(config | {"recipes": ["swa"]}, tmp_path)
+    with pytest.raises(ValueError, match=r"config\['num_seeds'\]: expected a positive integer"):
+        study.main(config | {"num_seeds": 0}, tmp_path)
     with pytest.raises(ValueError, match=r"config: unknown keys \['epoch'\]; valid keys"):
         study.main(config | {"epoch": 3}, tmp_path)
     with pytest.raises(ValueError, match=r"config\['studies'\]: unknown value 'toy3d'"):
@@ -184,11 +202,11 @@ def test_bad_configs_fail_at_start_with_the_choices(tmp_path):
 def test_a_study_runs_on_a_tfds_data_set(tmp_path):
     """``--dataset mnist`` works like the bundled sets (tfds mocked: no download)."""
     tfds = pytest.importorskip("tensorflow_datasets")
-    config = _tiny(calibration, dataset="mnist", methods=["map", "diag_laplace"])
+    config = _tiny(calibration, dataset="mnist", **SMALL | {"num_seeds": 1, "num_ood": 30})
     with tfds.testing.mock_data(num_examples=150):
         metrics = calibration.main(config, tmp_path)
-    scores = metrics["calibration"]["family"]["mlp-1x16"]["diag_laplace"]
-    assert 0 <= scores["accuracy"] <= 1 and scores["nll"] > 0
+    scores = metrics["calibration"]["family"]["mlp-1x16"]["kfac_glm"]
+    assert 0 <= scores["accuracy"]["mean"] <= 1 and scores["nll"]["mean"] > 0
     assert _figures_in_report(tmp_path)
 
 
@@ -207,8 +225,8 @@ TINY_TOY2D = {  # one method per kind of stage: a network, a Laplace posterior, 
 
 
 def _tiny_study(**overrides) -> dict:
-    config = study.get_config(quick=True) | TINY_FAMILY | {"epochs": 2, "num_samples": 2}
-    config |= {"fgsm_eps": [0.0, 0.1], "attack_num": 10, "landscape_points": 3}
+    config = study.get_config(quick=True) | TINY_FAMILY | SMALL | {"landscape_points": 3}
+    config |= {"structures": ["diag", "kfac"]}
     return config | {"toy2d": config["toy2d"] | TINY_TOY2D} | overrides
 
 
@@ -217,6 +235,8 @@ WORK = [
     (ensembles, "train_ensemble"),
     (laplace, "fit"),
     (laplace, "search"),
+    (laplace, "optimize_marglik"),
+    (laplace, "diagnostics"),
     (calibration_lib, "fit_temperature"),
     (gp, "optimize_hyperparameters"),
     (gp, "fit"),
@@ -279,11 +299,14 @@ def test_a_cached_rerun_does_no_work_and_one_seed_drives_every_study(tmp_path, m
         _study_cli(path, first)
     assert (first / "metrics.json").read_text() == metrics
     lines = capsys.readouterr().out.splitlines()
-    for stage in ("toy2d", "fit mlp-1x16", "fit family", "predictions", "adversarial"):
+    for stage in ("toy2d", "fit mlp-1x16 seed 0", "fit family", "calibration", "adversarial"):
         assert any(re.fullmatch(rf"{stage}: \d+\.\d s", line) for line in lines), stage
     header = next(line.split() for line in lines if line.startswith("study"))
     assert header[:5] == ["study", "method", "accuracy", "NLL", "BIM"]
-    assert sum(line.startswith("digits ") for line in lines) == len(config["methods"])
+    verdict_header = next(line.split() for line in lines if line.startswith("member"))
+    assert verdict_header == ["member", "claim", "method", "mean", "95%", "interval", "verdict"]
+    claims = json.loads(metrics)["claims"]
+    assert sum(line.startswith(("mlp-1x16 ", "family ")) for line in lines) == len(claims)
     assert lines[-1] == f"report: {first / 'report.md'}"
     monkeypatch.undo()
 
@@ -300,7 +323,7 @@ def test_two_runs_into_one_folder_one_fails_fast_and_quiet_prints_nothing(tmp_pa
     """A second process with another config into a folder that a quiet run holds fails at
     once with the reason; the first run's results are intact and it printed nothing."""
     root = Path(__file__).parent.parent
-    config = _tiny_study(studies=["calibration"], methods=["map", "diag_laplace"])
+    config = _tiny_study(studies=["calibration"], num_seeds=1)
     paths = {name: tmp_path / f"{name}.json" for name in ("a", "b")}
     paths["a"].write_text(json.dumps(config))
     paths["b"].write_text(json.dumps(config | {"epochs": 3}))
@@ -320,4 +343,6 @@ def test_two_runs_into_one_folder_one_fails_fast_and_quiet_prints_nothing(tmp_pa
     assert (first.returncode, stdout, stderr) == (0, "", "")
     assert json.loads((out / "config.json").read_text()) == config
     saved = json.loads((out / "metrics.json").read_text())
-    assert set(saved["calibration"]["family"]["mlp-1x16"]) == {"map", "diag_laplace"}
+    assert set(saved["calibration"]["family"]["mlp-1x16"]) == {
+        "map", "temperature", "diag_glm", "diag_glm_mclink", "kfac_glm", "kfac_glm_mclink"
+    }  # fmt: skip
