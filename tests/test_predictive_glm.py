@@ -126,6 +126,25 @@ def test_mc_link_samples_have_the_functional_moments_and_common_random_numbers(x
     np.testing.assert_allclose(first, both[:, :2], rtol=1e-12)
 
 
+def test_mc_link_square_root_is_symmetric_and_continuous(x64):
+    # Sigma(t) = diag(1 + t, 1 - t): eigh swaps its eigenvectors where the eigenvalues cross
+    # (t = 0), so U sqrt(w) jumps there; the symmetric root diag(sqrt(1 + t), sqrt(1 - t)) does
+    # not, so shared eps give draws that vary continuously with the input.
+    from bnn_jax.predictive.linearised import _sqrt_psd
+
+    ts = np.linspace(-0.1, 0.1, 41)
+    covs = np.stack([np.diag([1 + t, 1 - t]) for t in ts])
+    roots = np.asarray(_sqrt_psd(jnp.asarray(covs)))
+    np.testing.assert_allclose(roots, np.swapaxes(roots, 1, 2), atol=1e-12)
+    np.testing.assert_allclose(roots @ roots, covs, atol=1e-12)
+    assert np.max(np.abs(np.diff(roots, axis=0))) < 0.01
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(5, 4, 2))
+    psd = a @ np.swapaxes(a, 1, 2)  # rank 2 of 4: zero eigenvalues are clipped, not NaN
+    root = np.asarray(_sqrt_psd(jnp.asarray(psd)))
+    np.testing.assert_allclose(root @ root, psd, atol=1e-10)
+
+
 def test_bad_inputs_raise_value_errors(x64):
     post, x = posterior("dense")
     with pytest.raises(ValueError, match="num_samples"):

@@ -148,8 +148,13 @@ def glm_probit_log_probs(
 
 
 def _sqrt_psd(cov: jax.Array) -> jax.Array:
+    """The symmetric square root ``U sqrt(max(w, 0)) U^T`` of ``cov = U diag(w) U^T``: unlike
+    ``U sqrt(w)`` it does not depend on the signs and order ``eigh`` picks for the
+    eigenvectors, so with shared ``eps`` the draws ``mu + L eps`` vary continuously with the
+    input (no speckle in maps over an input grid)."""
     eigenvalues, eigenvectors = jnp.linalg.eigh(cov)
-    return eigenvectors * jnp.sqrt(jnp.maximum(eigenvalues, 0.0))[..., None, :]
+    scaled = eigenvectors * jnp.sqrt(jnp.maximum(eigenvalues, 0.0))[..., None, :]
+    return scaled @ jnp.swapaxes(eigenvectors, -1, -2)
 
 
 def glm_mc_log_probs(
@@ -161,7 +166,7 @@ def glm_mc_log_probs(
     chunk_size: int | None = None,
 ) -> jax.Array:
     """Linearised predictive with the MC link: ``log softmax(mu + L eps_t)``, ``[T, batch, C]``,
-    with ``L = U sqrt(max(w, 0))`` from ``Sigma_f = U diag(w) U^T`` and ``eps_t ~ N(0, I_C)``
+    with ``L = U sqrt(max(w, 0)) U^T`` from ``Sigma_f = U diag(w) U^T`` and ``eps_t ~ N(0, I_C)``
     drawn from ``key`` and shared by every input (common random numbers).
 
     Example:
