@@ -31,13 +31,13 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
     fitted = fitted or family.fit_family(config, out_dir)
     ref, eps = config["reference"], np.asarray(config["fgsm_eps"], float)
     runs = fitted.results[ref]
-    attacked = [m for m in runs[0]["methods"] if "fgsm" in runs[0]["methods"][m]]
+    attacked = lambda rs: [m for m in rs[0]["methods"] if "fgsm" in rs[0]["methods"][m]]
     sweep = lambda rs, m, k: np.asarray([r["methods"][m]["fgsm"][k] for r in rs], float)
     best = verdicts.best_recipe(runs)
     shown = list(dict.fromkeys(m for m in ("map", "temperature", "kfac_post", best) if m))
-    shown = [m for m in shown if m in attacked]
+    shown = [m for m in shown if m in attacked(runs)]
     slopes = {
-        member: {m: stats.interval(verdicts.values(rs, m, "slope")) for m in attacked}
+        member: {m: stats.interval(verdicts.values(rs, m, "slope")) for m in attacked(rs)}
         for member, rs in fitted.results.items()
     }
     report.section(f"Adversarial attacks on {fitted.dataset.name} (blog: under attack)")
@@ -72,7 +72,7 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
                 "entropy": sweep(rs, m, "entropy").mean(0).tolist(),
                 "accuracy": sweep(rs, m, "accuracy").mean(0).tolist(),
             }
-            for m in attacked
+            for m in attacked(rs)
         }
         for member, rs in fitted.results.items()
     }

@@ -24,6 +24,13 @@ validation split, MC dropout, Concrete Dropout, a deep ensemble, and for every L
 the recipes of :mod:`experiments.recipes` side by side (the post's MC predictive with a searched
 ``(s, tau)``, Laplace Redux, the centred-probit GLM search), with their diagnostics. Trained
 networks, fitted posteriors and every seed's results are cached by a hash of their settings.
+
+**Members and time.** mlp-1x128 and mlp-2x256 run every recipe; the deep member mlp-3x256 runs
+Redux and the GLM search only (a member's ``"recipes"``): the post's MC search and MC attacks
+are about 60% of a member's CPU time (measured on mlp-2x256) and would push the default job
+past its time budget. ``quick``: mlp-1x128 with every recipe, mlp-2x256 without the post's. A
+LeNet-5 for the 1D signals (:class:`LeNet1D`, ``"architecture": "lenet1d"``) is opt-in by
+config: convolutions on XLA:CPU cost minutes per seed.
 """
 
 from pathlib import Path
@@ -57,8 +64,14 @@ def default_config(quick: bool = False) -> dict:
         "ood_sets": list(OOD_SETS),
         "family": [
             {"name": "mlp-1x128", "architecture": "mlp", "widths": [128]},
-            {"name": "mlp-2x256", "architecture": "mlp", "widths": [256, 256]},
-            {"name": "mlp-3x256", "architecture": "mlp", "widths": [256, 256, 256]},
+            {"name": "mlp-2x256", "architecture": "mlp", "widths": [256, 256]}
+            | ({"recipes": ["redux", "glm"]} if quick else {}),
+            {
+                "name": "mlp-3x256",
+                "architecture": "mlp",
+                "widths": [256, 256, 256],
+                "recipes": ["redux", "glm"],
+            },
         ][: 2 if quick else 3],
         "reference": "mlp-2x256",
         "epochs": 60,
@@ -69,7 +82,7 @@ def default_config(quick: bool = False) -> dict:
         "concrete_length_scale": 1e-2,
         "num_members": 3 if quick else 5,
         "num_samples": 30,
-        "glm_mc_samples": 100,
+        "glm_mc_samples": 30 if quick else 100,
         "chunk_size": 10,
         "fisher_samples": 1,
         "structures": list(recipes.STRUCTURES),
@@ -137,10 +150,15 @@ def seeds(config: dict) -> list[int]:
 class LeNet1D(nn.Module):
     """LeNet-5 for 1D signals ``[n, length]``: Conv(6, 5) - ReLU - AvgPool(2) - Conv(16, 5) -
     ReLU - AvgPool(2) - Dense 120 - Dense 84 - Dense ``num_classes`` (``nn.Conv`` with 1D
-    kernels on ``[n, length, 1]``; ``dropout_rate`` before each hidden Dense)."""
+    kernels on ``[n, length, 1]``; ``dropout_rate`` before each hidden Dense). With
+    ``concrete``, Concrete Dropout (``weight_regularizer``, ``dropout_regularizer``) wraps every
+    Dense after the first, as in ``models.ConcreteDropoutMLP``."""
 
     num_classes: int
     dropout_rate: float = 0.0
+    concrete: bool = False
+    weight_regularizer: float = 1e-6
+    dropout_regularizer: float = 1e-5
 
     @nn.compact
     def __call__(self, x, train: bool = False, mc_dropout: bool = False):
@@ -148,10 +166,19 @@ class LeNet1D(nn.Module):
         for features in (6, 16):
             h = nn.avg_pool(nn.relu(nn.Conv(features, (5,), padding="SAME")(h)), (2,), (2,))
         h = h.reshape(h.shape[0], -1)
-        for width in (120, 84):
-            h = nn.Dropout(self.dropout_rate, deterministic=not (train or mc_dropout))(h)
-            h = nn.relu(nn.Dense(width)(h))
-        return nn.Dense(self.num_classes)(h)
+        for i, width in enumerate((120, 84, self.num_classes)):
+            if self.concrete and i > 0:
+                regs = {"weight_regularizer": self.weight_regularizer,
+                        "dropout_regularizer": self.dropout_regularizer}  # fmt: skip
+                h = models.ConcreteDropout(nn.Dense(width), **regs)(
+                    h, train=train, mc_dropout=mc_dropout
+                )
+            else:
+                if i < 2:
+                    h = nn.Dropout(self.dropout_rate, deterministic=not (train or mc_dropout))(h)
+                h = nn.Dense(width)(h)
+            h = nn.relu(h) if i < 2 else h
+        return h
 
 
 def network(spec: dict, num_classes: int, dropout_rate: float = 0.0):
@@ -162,19 +189,20 @@ def network(spec: dict, num_classes: int, dropout_rate: float = 0.0):
 
 
 def concrete(config: dict, ds, spec: dict):
-    """Concrete Dropout around every hidden Dense layer after the first, with the guidance
-    ``wr = l^2 / (tau N)``, ``dr = 2 / (tau N)`` (tau = 1: the model precision of a classifier)."""
-    if spec["architecture"] != "mlp":
-        raise ValueError("config['methods']: concrete_dropout is built for the MLP family members")
+    """Concrete Dropout around every hidden Dense layer after the first (and the output layer),
+    with the guidance ``wr = l^2 / (tau N)``, ``dr = 2 / (tau N)`` (tau = 1: the model precision
+    of a classifier)."""
     n = len(ds.x_train)
-    model = models.ConcreteDropoutMLP(
-        tuple(spec["widths"]),
-        ds.num_classes,
-        weight_regularizer=config["concrete_length_scale"] ** 2 / n,
-        dropout_regularizer=2.0 / n,
-    )
+    regs = {
+        "weight_regularizer": config["concrete_length_scale"] ** 2 / n,
+        "dropout_regularizer": 2.0 / n,
+    }
+    if spec["architecture"] == "lenet1d":
+        model = LeNet1D(ds.num_classes, concrete=True, **regs)
+    else:
+        model = models.ConcreteDropoutMLP(tuple(spec["widths"]), ds.num_classes, **regs)
     final = lambda result: {
-        "rates": {k: float(v[-1]) for k, v in result.history.items() if "concrete" in k}
+        "rates": {k: float(v[-1]) for k, v in result.history.items() if "concrete" in k.lower()}
     }
     return model, final
 

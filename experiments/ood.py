@@ -29,7 +29,7 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
     fitted = fitted or family.fit_family(config, out_dir)
     ds, sets, ref = fitted.dataset, config["ood_sets"], config["reference"]
     first = next(iter(fitted.results.values()))
-    methods = list(first[0]["methods"])
+    has = {member: list(runs[0]["methods"]) for member, runs in fitted.results.items()}
     report.section(f"Out-of-distribution detection on {ds.name} (blog section 2.2)")
     report.text(
         f"In-domain: {first[0]['num_test']} test inputs per seed; OOD: "
@@ -38,12 +38,13 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
     )
     members = list(fitted.arrays)
     best = verdicts.best_recipe(fitted.results[ref])
-    shown = list(dict.fromkeys(m for m in ("map", "kfac_post", best, "ensemble") if m in methods))
+    shown = [m for m in ("map", "kfac_post", best, "ensemble") if m in has[ref]]
+    shown = [m for m in dict.fromkeys(shown) if all(m in names for names in has.values())]
     entropy = lambda member, m, s: fitted.arrays[member]["entropy"][m][s]
     auroc = {
         member: {
             m: {s: verdicts.stats.interval(verdicts.values(runs, m, "auroc", s)) for s in sets}
-            for m in methods
+            for m in has[member]
         }
         for member, runs in fitted.results.items()
     }
@@ -82,7 +83,7 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
         report.text(f"Entropy AUROC of **{member}** (95% intervals over seeds):")
         report.table(
             ["method", *sets],
-            [[m] + [auroc[member][m][s].format(3) for s in sets] for m in methods],
+            [[m] + [auroc[member][m][s].format(3) for s in sets] for m in has[member]],
         )
     return {
         "family": {

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -83,11 +84,32 @@ def _captions(out_dir) -> list[str]:
     return [lines[i + 2] for i, line in enumerate(lines) if line.startswith("![")]
 
 
-def test_study_writes_every_figure_captions_verdicts_and_diagnostics(tmp_path):
-    config = study.get_config(quick=True) | TINY_FAMILY | {"landscape_points": 5}
-    config |= {"studies": ["landscape", "calibration", "ood", "adversarial"]}
-    metrics = study.main(config, tmp_path)
-    figures = _figures_in_report(tmp_path)
+FULL = study.get_config(quick=True) | TINY_FAMILY | {"landscape_points": 5}
+FULL |= {"studies": ["landscape", "calibration", "ood", "adversarial"]}
+"""Every family study with every Laplace structure and recipe and every other method, 2 seeds."""
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """``(out_dir, metrics)`` of one run of :data:`FULL`; other tests start from its cache."""
+    out = tmp_path_factory.mktemp("full")
+    return out, study.main(FULL, out)
+
+
+def _from_cache(full_run, out_dir: Path) -> Path:
+    """``out_dir`` holding a copy of the full run's cache (an earlier run's stages)."""
+    shutil.copytree(full_run[0] / "cache", out_dir / "cache")
+    return out_dir
+
+
+def _only(module) -> dict:
+    """The keys of :data:`FULL` that ``module`` takes (the same family settings)."""
+    return {k: v for k, v in FULL.items() if k in module.get_config(quick=True)}
+
+
+def test_study_writes_every_figure_captions_verdicts_and_diagnostics(full_run):
+    out, metrics = full_run
+    figures = _figures_in_report(out)
     assert {
         "landscape_1d",
         "landscape_2d",
@@ -99,13 +121,13 @@ def test_study_writes_every_figure_captions_verdicts_and_diagnostics(tmp_path):
         "ood_inverse_ecdf_family",
         "adversarial_fgsm_sweep",
     } <= figures
-    captions = _captions(tmp_path)
+    captions = _captions(out)
     assert len(captions) == len(figures)
     for caption in captions:  # computed from the numbers: no placeholders, no undefined values
         assert caption.startswith("*") and not re.search(r"\{|\}|\bnan\b|None", caption), caption
-    report = (tmp_path / "report.md").read_text()
+    report = (out / "report.md").read_text()
     assert report.splitlines()[2].startswith("The two source documents' claims, tested on mnist1d")
-    saved = json.loads((tmp_path / "metrics.json").read_text())
+    saved = json.loads((out / "metrics.json").read_text())
     outcomes = {c["outcome"] for c in saved["claims"]}
     assert outcomes <= {"held", "not held", "inconclusive"}
     assert any(c["claim"].startswith("target: best Laplace") for c in saved["claims"])
@@ -123,7 +145,7 @@ def test_study_writes_every_figure_captions_verdicts_and_diagnostics(tmp_path):
         assert family_scores[name]["ece"]["n"] == 2
     assert set(saved["ood"]["family"]["mlp-1x16"]["map"]) == {"patches", "noise"}
     assert saved["adversarial"]["mlp-1x16"]["map"]["eps"] == [0.0, 0.1]
-    assert json.loads((tmp_path / "config.json").read_text()) == json.loads(json.dumps(config))
+    assert json.loads((out / "config.json").read_text()) == json.loads(json.dumps(FULL))
     assert metrics["claims"][0]["outcome"] == saved["claims"][0]["outcome"]
 
 
@@ -131,13 +153,25 @@ SMALL = {"structures": ["kfac"], "recipes": ["glm"], "methods": ["map", "tempera
 
 
 @pytest.mark.parametrize("module", [landscape, calibration, ood, adversarial])
-def test_each_study_runs_alone(tmp_path, module):
-    config = _tiny(module, **SMALL | {"num_seeds": 1})
-    if module is landscape:
-        config |= {"structures": ["diag", "kfac"], "landscape_points": 5}
-    metrics = module.main(config, tmp_path)
-    assert (tmp_path / "report.md").exists() and _figures_in_report(tmp_path)
-    assert json.loads((tmp_path / "metrics.json").read_text()).keys() == metrics.keys()
+def test_each_study_runs_alone(tmp_path, module, full_run):
+    out = _from_cache(full_run, tmp_path / "out")
+    metrics = module.main(_only(module), out)
+    assert (out / "report.md").exists() and _figures_in_report(out)
+    assert json.loads((out / "metrics.json").read_text()).keys() == metrics.keys()
+
+
+def test_the_convolutional_member_runs_on_the_1d_signals(tmp_path):
+    """The opt-in LeNet-5 for 1D signals: last-layer KFAC on its features, Concrete Dropout
+    around its Dense layers (two learned rates)."""
+    member = {"name": "lenet1d", "architecture": "lenet1d"}
+    config = _tiny(calibration, **SMALL | {"family": [member], "reference": "lenet1d"})
+    config |= {"num_seeds": 1, "epochs": 1, "methods": ["map", "temperature", "concrete_dropout"]}
+    config |= {"structures": ["llkfac"]}
+    metrics = calibration.main(config, tmp_path)["calibration"]["family"]["lenet1d"]
+    assert {"map", "temperature", "llkfac_glm", "concrete_dropout"} <= set(metrics)
+    assert 0 <= metrics["llkfac_glm"]["accuracy"]["mean"] <= 1
+    (results,) = (tmp_path / "cache").glob("lenet1d-s0-results-" + "[0-9a-f]" * 16 + ".json")
+    assert len(json.loads(results.read_text())["tuned"]["concrete_dropout"]["rates"]) == 2
 
 
 def test_the_method_table_gives_every_method_its_own_keys():
@@ -155,18 +189,18 @@ def test_the_method_table_gives_every_method_its_own_keys():
     assert len({tuple(d.ravel().tolist()) for d in data.values()}) == len(methods.METHODS)
 
 
-def test_interrupted_run_resumes_to_the_same_metrics(tmp_path):
-    """A run that stopped after training and fitting (its cache lost every seed's results) and
-    is started again ends with the metrics of an uninterrupted run, byte for byte; the results
-    of a different config are never replaced silently; a damaged cache entry is named in a
-    warning and recomputed to the same results."""
-    config = _tiny(calibration, **SMALL)
-    calibration.main(config, tmp_path / "whole")
+def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, full_run):
+    """A run that stopped after training and fitting (its cache lost a seed's results) and is
+    started again ends with the metrics of an uninterrupted run, byte for byte; the results of a
+    different config are never replaced silently; a damaged cache entry is named in a warning
+    and recomputed to the same results."""
+    config = _only(calibration)
+    calibration.main(config, _from_cache(full_run, tmp_path / "whole"))
     whole = (tmp_path / "whole" / "metrics.json").read_text()
-    partial = tmp_path / "partial"
-    calibration.main(config, partial)
-    for path in (partial / "cache").glob("*-results-*"):
+    partial = _from_cache(full_run, tmp_path / "partial")
+    for path in (partial / "cache").glob("mlp-1x16-s1-results-*"):
         path.unlink()  # as if stopped after the networks and posteriors were cached
+    calibration.main(config, partial)
     with pytest.raises(FileExistsError, match="different config"):
         calibration.main(config | {"epochs": 3}, partial)
     calibration.main(config, partial)  # the same config again: allowed (resume)
@@ -225,8 +259,8 @@ TINY_TOY2D = {  # one method per kind of stage: a network, a Laplace posterior, 
 
 
 def _tiny_study(**overrides) -> dict:
-    config = study.get_config(quick=True) | TINY_FAMILY | SMALL | {"landscape_points": 3}
-    config |= {"structures": ["diag", "kfac"]}
+    """Every study: :data:`FULL`'s family settings (its cache serves them) and a tiny toy2d."""
+    config = FULL | {"studies": list(study.STUDIES)}
     return config | {"toy2d": config["toy2d"] | TINY_TOY2D} | overrides
 
 
@@ -281,13 +315,15 @@ def _study_cli(config_path, out, *extra):
     )
 
 
-def test_a_cached_rerun_does_no_work_and_one_seed_drives_every_study(tmp_path, monkeypatch, capsys):
+def test_a_cached_rerun_does_no_work_and_one_seed_drives_every_study(
+    tmp_path, monkeypatch, capsys, full_run
+):
     """Every study on a tiny config; the rerun from the cache trains, fits, searches, predicts
     and attacks nothing and writes the same metrics (strict JSON), showing its stages and the
     closing table; ``--seed`` changes (most of) every study's numbers."""
     config, path = _tiny_study(), tmp_path / "tiny.json"
     path.write_text(json.dumps(config))
-    first = tmp_path / "seed0"
+    first = _from_cache(full_run, tmp_path / "seed0")  # seeds 0 and 1 of the family cached
     study.main(config, first)
     metrics = (first / "metrics.json").read_text()
     json.loads(metrics, parse_constant=pytest.fail)  # strict JSON: null, never NaN
@@ -311,7 +347,7 @@ def test_a_cached_rerun_does_no_work_and_one_seed_drives_every_study(tmp_path, m
     assert lines[-1] == f"report: {first / 'report.md'}"
     monkeypatch.undo()
 
-    second = tmp_path / "seed1"
+    second = _from_cache(full_run, tmp_path / "seed1")  # seeds 1 and 2: seed 2 is new
     _study_cli(path, second, "--seed", "1", "--quiet")
     assert json.loads((second / "config.json").read_text())["seed"] == 1
     before, after = json.loads(metrics), json.loads((second / "metrics.json").read_text())
@@ -320,15 +356,15 @@ def test_a_cached_rerun_does_no_work_and_one_seed_drives_every_study(tmp_path, m
         assert a.shape == b.shape and np.mean(~np.isclose(a, b, equal_nan=True)) > 1 / 3, name
 
 
-def test_two_runs_into_one_folder_one_fails_fast_and_quiet_prints_nothing(tmp_path):
+def test_two_runs_into_one_folder_one_fails_fast_and_quiet_prints_nothing(tmp_path, full_run):
     """A second process with another config into a folder that a quiet run holds fails at
     once with the reason; the first run's results are intact and it printed nothing."""
     root = Path(__file__).parent.parent
-    config = _tiny_study(studies=["calibration"], num_seeds=1)
+    config = _tiny_study(studies=["calibration"])
     paths = {name: tmp_path / f"{name}.json" for name in ("a", "b")}
     paths["a"].write_text(json.dumps(config))
     paths["b"].write_text(json.dumps(config | {"epochs": 3}))
-    out = tmp_path / "out"
+    out = _from_cache(full_run, tmp_path / "out")
     command = [sys.executable, "-m", "experiments.study", "--out", str(out), "--config"]
     env = os.environ | {"PYTHONPATH": str(root)}
     run = dict(cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -344,6 +380,5 @@ def test_two_runs_into_one_folder_one_fails_fast_and_quiet_prints_nothing(tmp_pa
     assert (first.returncode, stdout, stderr) == (0, "", "")
     assert json.loads((out / "config.json").read_text()) == config
     saved = json.loads((out / "metrics.json").read_text())
-    assert set(saved["calibration"]["family"]["mlp-1x16"]) == {
-        "map", "temperature", "diag_glm", "diag_glm_mclink", "kfac_glm", "kfac_glm_mclink"
-    }  # fmt: skip
+    full = json.loads((full_run[0] / "metrics.json").read_text())
+    assert saved["calibration"] == full["calibration"]
