@@ -158,7 +158,8 @@ def _diagnostics(report: common.Report, fitted) -> dict:
             rows.append([
                 member, name.replace("_prior", " at tau0"), span("scale"), span("prior_prec"),
                 span("fraction"), span("prior_share"), edges,
-                f"{flagged}/{len(per_seed)}" + (f": {per_seed[0]['flag']}" if flagged else ""),
+                f"{flagged}/{len(per_seed)}"
+                + next((f" (e.g. {d['flag']})" for d in per_seed if d["flag"]), ""),
             ])  # fmt: skip
     report.table(
         ["member", "posterior", "s", "tau", "gamma/P", "prior share", "rounds/edges (s,tau)",
@@ -185,7 +186,7 @@ def headline(config: dict, metrics: dict) -> list[list[dict]]:
                 "method": c["method"] or "-",
                 "mean": interval.mean if interval else None,
                 "95% interval": f"[{interval.low:.3f}, {interval.high:.3f}]" if interval else "-",
-                "verdict": c["outcome"],
+                "verdict": c["outcome"] + (" (flagged)" * c["detail"].startswith("flagged")),
             }
         )
     return [*tables, rows] if rows else tables

@@ -49,7 +49,9 @@ class Diagnostics(NamedTuple):
     """Posterior diagnostics (see the module docstring).
 
     Attributes:
-      gamma: effective number of parameters ``P - tr(diag(tau) Sigma)``.
+      gamma: effective number of parameters ``P - tr(diag(tau) Sigma)``, at least 0 (when the
+        posterior is its prior, the difference cancels in float32 to a few ``1e-7 P`` of either
+        sign; a negative value is that rounding and is returned as 0).
       num_params: ``P``, the number of selected (random) parameters.
       fraction: ``gamma / P``.
       prior_share: ``tr(Sigma) / tr(diag(1/tau))``.
@@ -158,5 +160,5 @@ def diagnostics(
         weighted, trace = jnp.mean(values, axis=0)
         std_error = float(jnp.std(values[:, 0], ddof=1) / np.sqrt(num_probes))
         method = "hutchinson"
-    gamma = num - float(weighted)
+    gamma = max(num - float(weighted), 0.0)
     return Diagnostics(gamma, num, gamma / num, float(trace) / prior_trace, method, std_error)
