@@ -105,6 +105,7 @@ def _opening(config: dict, fitted, found: list[dict]) -> list[str]:
     """What is reproduced and what is not: the verdicts, grouped, then the table."""
     seeds = family.seeds(config)
     by = {o: [c for c in found if c["outcome"] == o] for o in (stats.HELD, stats.NOT_HELD)}
+    flagged = [c for c in by[stats.NOT_HELD] if c["detail"].startswith("flagged")]
     short = lambda c: f"{c['claim']} ({c['member']}{', ' + c['method'] if c['method'] else ''})"
     lines = [
         f"The two source documents' claims, tested on {config['dataset']} over {len(seeds)} "
@@ -118,8 +119,17 @@ def _opening(config: dict, fitted, found: list[dict]) -> list[str]:
         + ("; ".join(short(c) for c in by[stats.HELD]) or "none")
         + ".",
         f"**Not reproduced ({len(by[stats.NOT_HELD])}):** "
-        + ("; ".join(short(c) for c in by[stats.NOT_HELD]) or "none")
-        + f". Inconclusive: {len(found) - len(by[stats.HELD]) - len(by[stats.NOT_HELD])}.",
+        + ("; ".join(short(c) for c in by[stats.NOT_HELD] if c not in flagged) or "none")
+        + "."
+        + (
+            f" Of these, {len(flagged)} had intervals on the claimed side but a flagged "
+            "posterior (prior-dominated or stuck on its grid's edge; see Details): "
+            + "; ".join(short(c) for c in flagged)
+            + "."
+            if flagged
+            else ""
+        )
+        + f" Inconclusive: {len(found) - len(by[stats.HELD]) - len(by[stats.NOT_HELD])}.",
     ]
     rows = []
     for c in found:
