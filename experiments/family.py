@@ -13,8 +13,9 @@ batch 64) for 60 epochs; the Laplace posteriors start from the same ``tau0``. Wh
 are (mlp-2x256: ECE 0.190 [0.167, 0.213] on 10,000 test inputs, mlp-3x256: 0.202; test accuracy
 0.64-0.68) while their curvature still holds information (``gamma / P`` at ``tau0`` 0.02-0.97
 by member and structure); with Adam 1e-3 the small mlp-1x128 fits less and is only mildly
-overconfident (ECE 0.063 [0.043, 0.082]), which leaves little for any method to remove. Without weight decay the widest members interpolate until the softmax saturates,
-the GGN at the MAP vanishes (``gamma / P`` 0.000) and every tuned "posterior" is isotropic
+overconfident (ECE 0.063 [0.043, 0.082]), which leaves little for any method to remove.
+Without weight decay the widest members interpolate until the softmax saturates, the GGN at
+the MAP vanishes (``gamma / P`` 0.000) and every tuned "posterior" is isotropic
 weight noise ``N(theta*, I / tau)``: the failure this protocol replaces. ``tau0 = 10`` removes
 most of the overconfidence (temperature 1.4), ``tau0 = 100`` underfits. A learning rate of 3e-3
 left one seed in three unconverged; 1e-3 converges on all. Bundled digits are the wrong data for
