@@ -172,7 +172,7 @@ def run_model(name: str, config: problems.Config, arrays: dict[str, np.ndarray])
 
     recorder.time(
         "glm_probit",
-        lambda: predictive.glm_probit_log_probs(post, x_glm),
+        lambda: predictive.glm_probit_log_probs(post, x_glm, centred=False),
         flops=flops.glm_probit(layers, len(x_glm), problems.NUM_CLASSES),
     )
     recorder.time(

@@ -169,7 +169,7 @@ def measure_point(config: Config, stages) -> dict:
             lambda b: flops.local_predictive(layers, t, b),
         ),
         "glm_predictive": (
-            lambda p, xs: predictive.glm_probit_log_probs(p, xs),
+            lambda p, xs: predictive.glm_probit_log_probs(p, xs, centred=False),
             config.glm_inputs,
             lambda b: flops.glm_probit(layers, b, config.num_classes),
         ),

@@ -292,7 +292,7 @@ def run(config: Config) -> dict:
     for kind in ("full", "diagonal"):
         case(
             f"glm_probit_{kind}",
-            lambda k=kind: predictive.glm_probit_log_probs(posteriors[k], x),
+            lambda k=kind: predictive.glm_probit_log_probs(posteriors[k], x, centred=False),
             lambda k=kind: probit_fns[k](estimates[k], x),
             lambda ours, probs: _agreement(np.exp(ours), probs),
             f"{len(x)} inputs, probit / mean-field-0 link: equal probabilities",

@@ -23,12 +23,13 @@ def run(
     main: Callable,
     *,
     default_dataset: str,
-    headline: Callable[[dict, dict], list[dict]] | None = None,
+    headline: Callable[[dict, dict], list] | None = None,
     argv: list[str] | None = None,
 ) -> None:
     """The command line shared by the study modules: ``--out``, ``--quick``, ``--config``,
     ``--dataset``, ``--seed``, ``--overwrite``, ``--quiet``. Shows progress (unless quiet),
-    ends with the table ``headline(config, metrics)`` (a list of rows) and the report's path;
+    ends with the table(s) ``headline(config, metrics)`` (a list of rows, or a list of such
+    lists: one table each) and the report's path;
     a folder claimed by another run or config ends it with the reason and exit status 1."""
     config, out, args = parse_args(description, get_config, default_dataset, argv)
     with progress.use(progress.Progress(quiet=args.quiet)) as shown:
@@ -37,7 +38,9 @@ def run(
         except ClaimError as err:
             sys.exit(f"error: {err}")
         if headline is not None:
-            shown.table(headline(config, metrics))
+            tables = headline(config, metrics)
+            for rows in tables if tables and isinstance(tables[0], list) else [tables]:
+                shown.table(rows)
         shown.print(f"report: {out / 'report.md'}")
 
 

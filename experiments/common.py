@@ -268,6 +268,10 @@ class Report:
         for paragraph in paragraphs:
             self.lines += [paragraph, ""]
 
+    def opening(self, *paragraphs: str) -> None:
+        """Paragraphs right below the title (written last, once the numbers are known)."""
+        self.lines[2:2] = [line for p in paragraphs for line in (p, "")]
+
     def section(self, title: str, level: int = 2) -> None:
         self.lines += [f"{'#' * level} {title}", ""]
 

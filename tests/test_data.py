@@ -40,6 +40,27 @@ def test_bundled_shapes_dtypes_and_determinism(no_network, name, shape, classes)
         assert ds.x_train.min() >= 0 and ds.x_train.max() <= 1
 
 
+def test_generated_split_sizes_are_deterministic_in_the_seed(no_network):
+    """mnist1d with a 10,000-input test set (and a chosen validation size), the same for a seed
+    and stratified; toy2d's sizes too; fixed data sets refuse split sizes."""
+    ds = data.load("mnist1d", seed=3, num_val=1000, num_test=10_000)
+    assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == (3500, 1000, 10_000)
+    again = data.load("mnist1d", seed=3, num_val=1000, num_test=10_000)
+    np.testing.assert_array_equal(ds.x_test, again.x_test)
+    np.testing.assert_array_equal(ds.y_val, again.y_val)
+    assert not np.array_equal(ds.x_test, data.load("mnist1d", seed=4, num_test=10_000).x_test)
+    assert np.all(np.bincount(ds.y_test, minlength=10) == 1000)
+    rows = np.concatenate([ds.x_train, ds.x_val, ds.x_test])
+    assert len(np.unique(rows, axis=0)) == len(rows)  # disjoint splits
+    assert len(data.load("mnist1d", seed=3, num_train=100, num_test=20).x_test) == 20
+    toy = data.load("toy2d", seed=1, num_val=30, num_test=40)
+    assert (len(toy.x_val), len(toy.x_test)) == (30, 40)
+    with pytest.raises(ValueError, match="num_test: only the generated data sets"):
+        data.load("digits", num_test=100)
+    with pytest.raises(ValueError, match="num_val: expected an integer >= 10"):
+        data.load("mnist1d", num_val=0)
+
+
 def test_toy2d_follows_the_notebook_recipe():
     ds = data.load("toy2d", seed=7)
     assert len(ds.x_train) == 100

@@ -217,6 +217,63 @@ def test_search_reuses_the_curvature_and_finds_the_known_optimum(x64):
     assert counts == after_fit  # the search never touched the curvature estimate
 
 
+def test_search_warns_on_a_grid_edge_and_grows_until_interior(x64):
+    """The optimum on an outer edge warns, naming the value and the edge; ``grow`` extends the
+    grid by a decade (3 log points) on that side until the optimum is interior; an interior
+    optimum (and an axis of one value) never warns."""
+    import warnings
+
+    apply_fn, params, x, y = problem("mlp")
+    post = fit(curvature.diagonal, apply_fn, params, x, y)
+
+    def objective(p):  # minimum at scale 0.5, prior_prec 3
+        return (jnp.log(p.scale) - jnp.log(0.5)) ** 2 + (jnp.log(p.prior_prec) - jnp.log(3.0)) ** 2
+
+    scales = jnp.array([0.05, 0.5, 5.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inside = laplace.search(
+            post, objective, prior_prec=jnp.array([1.0, 3.0, 10.0]), scale=scales
+        )
+        single = laplace.search(post, objective, prior_prec=jnp.array([0.5, 3.0, 30.0]))
+    assert (inside.rounds, inside.scale_edge, inside.prior_prec_edge) == (0, "interior", "interior")
+    assert not inside.on_edge and single.scale_edge == "interior"
+
+    high = r"after 0 growth.*prior_prec = 1 on the high edge"
+    with pytest.warns(laplace.GridEdgeWarning, match=high):
+        edge = laplace.search(post, objective, prior_prec=jnp.array([0.3, 1.0]), scale=scales)
+    assert edge.on_edge and edge.prior_prec_edge == "high" and edge.scale_edge == "interior"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grown = laplace.search(
+            post, objective, prior_prec=jnp.array([0.3, 1.0]), scale=scales, grow=4
+        )
+    assert grown.rounds == 1 and not grown.on_edge
+    np.testing.assert_allclose(grown.posterior.prior_prec, 10 ** (1 / 3), rtol=1e-12)
+    assert grown.value.shape == (3 * 5,)  # 2 + 3 grown values of prior_prec, 3 scales
+    for s, t, v in zip(grown.scale, grown.prior_prec, grown.value, strict=True):
+        np.testing.assert_allclose(v, objective(post.replace(scale=s, prior_prec=t)), rtol=1e-12)
+
+    far = lambda p: (jnp.log(p.scale) - jnp.log(1e-6)) ** 2 + jnp.log(p.prior_prec) ** 2
+    with pytest.warns(laplace.GridEdgeWarning, match=r"after 2 growth.*scale = 0.0005 on the low"):
+        capped = laplace.search(
+            post, far, prior_prec=jnp.array([0.1, 1.0, 10.0]), scale=scales, grow=2
+        )
+    assert capped.rounds == 2 and capped.scale_edge == "low"
+    centre = lambda p, c: (jnp.log(p.prior_prec) - c) ** 2  # data as traced arguments
+    taus = jnp.array([1.0, 3.0, 10.0])
+    for c, best in ((jnp.log(3.0), 3.0), (jnp.log(10.0), 10.0)):
+        found = laplace.search(post, centre, prior_prec=taus, args=(c,), warn=False)
+        np.testing.assert_allclose(found.posterior.prior_prec, best)
+    with pytest.raises(ValueError, match="grow"):
+        laplace.search(post, objective, prior_prec=jnp.ones(2), grow=-1)
+    with pytest.raises(ValueError, match="grow: a random search"):
+        laplace.search(
+            post, objective, prior_prec=jnp.ones(2), num_random=3, key=make_key(0), grow=1
+        )
+
+
 def test_validation_objectives_evaluate_the_mc_predictive(x64):
     from bnn_jax import calibration, predictive, uncertainty
 

@@ -53,10 +53,14 @@ def test_functional_covariance_equals_naive_jacobian_reference(x64, case):
 def test_probit_link_formula_and_limits(x64):
     post, x = posterior("kfac")
     moments = predictive.glm_moments(post, x)
-    probit = predictive.glm_probit_log_probs(post, x)
+    probit = predictive.glm_probit_log_probs(post, x, centred=False)
     var = np.diagonal(np.asarray(moments.covariance), axis1=1, axis2=2)
     expected = jax.nn.log_softmax(moments.mean / np.sqrt(1 + np.pi / 8 * var), axis=-1)
     np.testing.assert_allclose(probit, expected, rtol=1e-12)
+    proj = np.eye(3) - 1 / 3
+    centred = np.diagonal(proj @ np.asarray(moments.covariance) @ proj, axis1=1, axis2=2)
+    expected = jax.nn.log_softmax(moments.mean / np.sqrt(1 + np.pi / 8 * centred), axis=-1)
+    np.testing.assert_allclose(predictive.glm_probit_log_probs(post, x), expected, rtol=1e-12)
     # A huge prior precision removes the uncertainty: the MAP's softmax.
     sharp = predictive.glm_probit_log_probs(post.replace(prior_prec=jnp.asarray(1e12)), x)
     map_lp = jax.nn.log_softmax(post.apply_fn(post.mean, x), axis=-1)
@@ -68,6 +72,32 @@ def test_probit_link_formula_and_limits(x64):
     mc = predictive.glm_mc_log_probs(post, x, key=make_key(0), num_samples=4000)
     gap = np.abs(np.exp(probit) - np.exp(uncertainty.mean_log_probs(mc)))
     assert gap.max() < 0.025, gap.max()
+
+
+def test_centred_probit_follows_the_exact_link_where_the_shift_direction_has_prior_variance(x64):
+    """The GGN is zero along "the same shift of every logit" (output bias 1): there the
+    posterior keeps the prior variance 1/tau. With a small tau that variance is large; it
+    changes no softmax sample, so the exact (MC) linearised predictive ignores it, and so does
+    the centred probit, while the plain probit flattens every prediction (a hidden
+    temperature)."""
+    post, x = posterior("kfac")
+    post = post.replace(prior_prec=jnp.asarray(0.02))
+    moments = predictive.glm_moments(post, x)
+    var = np.diagonal(np.asarray(moments.covariance), axis1=1, axis2=2)
+    assert var.max() > 100  # the shift direction carries the prior's variance
+    exact = np.exp(
+        uncertainty.mean_log_probs(
+            predictive.glm_mc_log_probs(post, x, key=make_key(0), num_samples=20000)
+        )
+    )
+    centred = np.exp(predictive.glm_probit_log_probs(post, x))
+    plain = np.exp(predictive.glm_probit_log_probs(post, x, centred=False))
+    assert np.abs(centred - exact).max() < 0.08
+    assert np.abs(plain - exact).max() > 0.3
+    plain_conf, exact_conf = plain.max(-1).mean(), exact.max(-1).mean()
+    assert plain_conf < exact_conf - 0.1  # the plain link's hidden temperature
+    with pytest.raises(ValueError, match="centred"):
+        predictive.glm_probit_log_probs(post, x, centred="yes")
 
 
 def test_mc_link_samples_have_the_functional_moments_and_common_random_numbers(x64):

@@ -194,7 +194,7 @@ def test_progress_shows_stages_bars_and_a_table_unless_quiet(capsys):
         shown.table([{"method": "map", "accuracy": 0.91234}, {"method": "kfac", "ECE": None}])
     out, err = capsys.readouterr()
     lines = out.splitlines()
-    assert lines[0].startswith("fit family: ") and lines[0].endswith(" s")
+    assert re.fullmatch(r"fit family: \d+\.\d s \(CPU \d+\.\d s\)", lines[0]), lines[0]
     assert lines[1].split() == ["method", "accuracy", "ECE"]
     assert lines[2].split() == ["map", "0.912", "-"] and lines[3].split() == ["kfac", "-", "-"]
     assert "members" in err  # the bar

@@ -58,6 +58,8 @@ def load(
     seed: int = 0,
     classes: tuple[int, ...] | None = None,
     num_train: int | None = None,
+    num_val: int | None = None,
+    num_test: int | None = None,
     data_dir: str | None = None,
     lazy: bool = False,
 ) -> Dataset:
@@ -73,6 +75,10 @@ def load(
       num_train: for toy2d the number of generated training points (default 100, at least 2);
         for the other data sets keep only the first ``num_train`` training examples of the
         shuffled split.
+      num_val, num_test: generated data sets only (toy2d, mnist1d): the sizes of the validation
+        and test splits (toy2d default 100 and 500; mnist1d default 500 and its 1000 test
+        signals, else ``3500 + num_val + num_test`` signals generated from ``seed``, e.g.
+        ``num_test=10_000`` for intervals that separate methods).
       data_dir: tfds data directory (default ``~/tensorflow_datasets``).
       lazy: tfds sets only: keep the images in the data source, decoded when indexed
         (``x_*`` are ``tfds_loader.RecordImages``; labels are numpy). With
@@ -91,13 +97,22 @@ def load(
     if num_train is not None:  # toy2d standardises with the training std: 2 points at least
         num_train = checks.positive_int("num_train", num_train, minimum=2 if name == "toy2d" else 1)
     _check_data_dir(data_dir)
+    sizes = {}
+    for arg, value in (("num_val", num_val), ("num_test", num_test)):
+        if value is not None:
+            if name not in ("toy2d", "mnist1d"):
+                raise ValueError(
+                    f"{arg}: only the generated data sets (toy2d, mnist1d) take a split size; "
+                    f"{name}'s splits are fixed"
+                )
+            sizes[arg] = checks.positive_int(arg, value, minimum=10)
     total = BUNDLED_DATASETS.get(name) or TFDS_DATASETS[name]
     if name == "toy2d":
-        splits = bundled.toy2d(seed, **({"num_train": num_train} if num_train else {}))
+        splits = bundled.toy2d(seed, **({"num_train": num_train} if num_train else {}), **sizes)
     elif name == "digits":
         splits = bundled.digits(seed)
     elif name == "mnist1d":
-        splits = bundled.mnist1d(seed)
+        splits = bundled.mnist1d(seed, **sizes)
     else:
         splits = load_tfds(name, seed, None if data_dir is None else os.fspath(data_dir), lazy=lazy)
     classes = _check_classes(classes, total)

@@ -51,8 +51,9 @@ def class_gap(x, y) -> tuple[float, int]:
     """
     x, y = np.asarray(x, np.float64), np.asarray(y)
     if x.ndim != 2 or y.shape != (len(x),) or len(x) < 2:
-        raise ValueError(f"x, y: expected [n, d] points and [n] labels with n >= 2, got "
-                         f"{x.shape} and {y.shape}")
+        raise ValueError(
+            f"x, y: expected [n, d] points and [n] labels with n >= 2, got {x.shape} and {y.shape}"
+        )
     distance = np.linalg.norm(x[:, None] - x[None], axis=-1)
     np.fill_diagonal(distance, np.inf)
     clean = y[distance.argmin(axis=1)] == y
@@ -71,10 +72,14 @@ def digits(seed: int):
     return tuple((x[idx], y[idx]) for idx in parts)
 
 
-def mnist1d(seed: int):
+def mnist1d(seed: int, num_val: int | None = None, num_test: int | None = None):
     """MNIST-1D (Greydanus 2020) generated locally with ``mnist1d.data.make_dataset`` (no
-    download): 4000 + 1000 signals of length 40, the 4000 split 3500/500 into train/val
-    (stratified). Features are float32 ``[n, 40]``, as generated (not rescaled).
+    download). By default its 4000 + 1000 signals of length 40, the 4000 split 3500/500 into
+    train/val (stratified), the 1000 the test split. With ``num_val`` or ``num_test`` (default
+    500 and 1000 when only the other is given) ``3500 + num_val + num_test`` signals are
+    generated from ``seed`` (rounded up to whole classes) and split stratified into 3500 /
+    ``num_val`` / ``num_test``: a test set as large as an interval needs, the same for a seed.
+    Features are float32 ``[n, 40]``, as generated (not rescaled).
 
     ``make_dataset`` seeds numpy's global generator; its state is restored afterwards so that
     loading data has no side effect on the caller's ``np.random``.
@@ -83,12 +88,24 @@ def mnist1d(seed: int):
 
     args = get_dataset_args()
     args.seed = seed
+    generated = num_val is not None or num_test is not None
+    if generated:
+        num_val = 500 if num_val is None else num_val
+        num_test = 1000 if num_test is None else num_test
+        total = 3500 + num_val + num_test
+        args.num_samples, args.train_split = 10 * -(-total // 10), 1.0
     saved = np.random.get_state()  # noqa: NPY002 (mnist1d seeds the global RNG)
     try:
         raw = make_dataset(args)
     finally:
         np.random.set_state(saved)  # noqa: NPY002
     x, y = raw["x"].astype(np.float32), raw["y"].astype(np.int32)
+    if generated:
+        n = len(y)
+        train, val, test = stratified_split(
+            y, (3500 / n, num_val / n, 1 - (3500 + num_val) / n), seed
+        )
+        return (x[train], y[train]), (x[val], y[val]), (x[test[:num_test]], y[test[:num_test]])
     train, val = stratified_split(y, (0.875, 0.125), seed)
     test = (raw["x_test"].astype(np.float32), raw["y_test"].astype(np.int32))
     return (x[train], y[train]), (x[val], y[val]), test

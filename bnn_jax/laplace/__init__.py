@@ -4,7 +4,8 @@
 ``sample``, ``log_det`` and ``log_marginal_likelihood`` use it; ``optimize_marglik`` (gradient
 ascent of the evidence) and ``search`` (grid/random search on a validation objective) tune
 ``(scale, prior_prec)`` without re-estimating the curvature; ``save``/``load`` store a fitted
-posterior (msgpack, checked against the curvature and the parameters when loaded).
+posterior (msgpack, checked against the curvature and the parameters when loaded);
+``diagnostics`` reports how much of it the data determine (effective number of parameters).
 
 Example:
   >>> curv = curvature.kfac(apply_fn, lik, fisher=curvature.mc_fisher())
@@ -13,6 +14,7 @@ Example:
   >>> thetas = laplace.sample(post, key, 30)                # leading sample axis
 """
 
+from bnn_jax.laplace.diagnostics import Diagnostics, diagnostics
 from bnn_jax.laplace.marglik import (
     MarglikTrace,
     log_marginal_likelihood,
@@ -27,13 +29,22 @@ from bnn_jax.laplace.posterior import (
     sample,
     sample_one,
 )
-from bnn_jax.laplace.search import SearchResult, error_plus_ece, search, validation_objective
+from bnn_jax.laplace.search import (
+    GridEdgeWarning,
+    SearchResult,
+    error_plus_ece,
+    search,
+    validation_objective,
+)
 from bnn_jax.laplace.storage import load, save
 
 __all__ = [
+    "Diagnostics",
+    "GridEdgeWarning",
     "MarglikTrace",
     "Posterior",
     "SearchResult",
+    "diagnostics",
     "error_plus_ece",
     "fit",
     "layerwise_prior",

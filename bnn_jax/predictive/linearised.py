@@ -7,7 +7,10 @@ The network is linearised around the MAP in the selected parameters,
 (``[C, C]`` per input). Two links turn this into class probabilities:
 
 - probit (multi-class probit approximation, MacKay 1992; Gibbs 1997):
-  ``p(y | x) ~= softmax(mu / sqrt(1 + pi/8 diag Sigma_f))``, deterministic;
+  ``p(y | x) ~= softmax(mu / sqrt(1 + pi/8 v))``, deterministic, with ``v`` the diagonal of
+  the centred covariance ``P Sigma_f P``, ``P = I - 1 1^T / C`` (default), or of ``Sigma_f``
+  itself (``centred=False``, laplace-torch's and the post's link; see
+  :func:`glm_probit_log_probs` for why the default centres);
 - MC: samples ``f_t = mu + L eps_t``, ``L L^T = Sigma_f``, ``eps_t ~ N(0, I)``, then
   ``softmax(f_t)``; ``eps_t`` is shared by all inputs of a call (common random numbers).
 
@@ -105,17 +108,42 @@ def _glm_moments(posterior, x, chunk_size):
 
 
 def glm_probit_log_probs(
-    posterior: Posterior, x: jax.Array, *, chunk_size: int | None = None
+    posterior: Posterior,
+    x: jax.Array,
+    *,
+    chunk_size: int | None = None,
+    centred: bool = True,
 ) -> jax.Array:
-    """Linearised predictive with the probit link: ``log softmax(mu / sqrt(1 + pi/8 diag
-    Sigma_f))``, ``[batch, C]`` (see the module docstring).
+    """Linearised predictive with the probit link: ``log softmax(mu / sqrt(1 + pi/8 v))``,
+    ``[batch, C]``, with ``v = diag(P Sigma_f P)``, ``P = I - 1 1^T / C`` (``centred``, the
+    default) or ``v = diag(Sigma_f)`` (``centred=False``).
+
+    Why centred by default: the softmax is invariant to adding the same ``c`` to every logit,
+    so the likelihood's GGN is zero along that direction (the output bias's ``1``, and the
+    kernel directions ``a 1^T``), and there the posterior keeps the prior's variance
+    ``1 / tau``. That variance is perfectly correlated across the classes and changes no
+    softmax sample (the MC link is unaffected), but the plain probit reads each class's
+    marginal variance as independent noise and shrinks every logit by ``1 / sqrt(1 + pi/8 v)``:
+    a hidden temperature set by the prior, not by the data. Tuning ``(s, tau)`` through it can
+    "calibrate" a posterior whose data part has vanished (measured on MNIST-1D: ECE 0.17 ->
+    0.04 through the plain probit, 0.17 through the exact MC link of the same posterior).
+    Projecting out ``1`` (``P Sigma_f P``) removes exactly the shift direction and keeps the
+    approximation's accuracy elsewhere. ``centred=False`` gives the plain link of laplace-torch
+    and the source post, for side-by-side comparisons; report its numbers next to the MC link
+    (:func:`glm_mc_log_probs`).
 
     Example:
       >>> log_probs = predictive.glm_probit_log_probs(post, x_test)
     """
     check_task(posterior.likelihood, "classification", "glm_probit_log_probs")
+    if not isinstance(centred, bool):
+        raise ValueError(f"centred: expected True or False, got {centred!r}")
     moments = glm_moments(posterior, x, chunk_size=chunk_size)
-    variance = jnp.diagonal(moments.covariance, axis1=-2, axis2=-1)
+    cov = moments.covariance
+    if centred:
+        proj = jnp.eye(cov.shape[-1], dtype=cov.dtype) - 1.0 / cov.shape[-1]
+        cov = proj @ cov @ proj
+    variance = jnp.diagonal(cov, axis1=-2, axis2=-1)
     return jax.nn.log_softmax(moments.mean * jax.lax.rsqrt(1.0 + jnp.pi / 8 * variance), axis=-1)
 
 
