@@ -18,12 +18,15 @@ Run ``python -m experiments.posterior_shape [--quick] [--out results/posterior-s
 """
 
 import itertools
+from pathlib import Path
 
 import jax
+import jax.flatten_util
 import numpy as np
 
 from bnn_jax import curvature, data, laplace, losses, plotting
 from experiments import cli, common, family, progress
+from experiments.cache import Cache, fingerprint
 
 _TOP_WEIGHTS = 200
 """Pairs are searched among this many most curved last-layer weights (a 200 x 200 search)."""
@@ -119,12 +122,29 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
     fitted = fitted or family.fit_family(config, out_dir)
     ds, member = fitted.dataset, family.reference(fitted, config)
     tau0 = float(next(iter(member.posteriors.values())).prior_prec)
-    matrix, names = last_layer_curvature(member, ds, jax.random.key(config["seed"]))
-    n, num_params = len(ds.x_train), matrix.shape[0]
-    eigenvalues = np.linalg.eigvalsh(matrix)
+    params = member.variables["params"]
+    settings = {  # what the plane depends on: the MAP, the training inputs, the key, tau0
+        "params": fingerprint(jax.flatten_util.ravel_pytree(params)[0]),
+        "x_train": fingerprint(ds.x_train),
+        "seed": config["seed"],
+        "prior_prec": tau0,
+        "correlation": config["shape_correlation"],
+    }
+
+    def compute() -> dict:  # the [P, P] curvature is too large to cache: keep what is used
+        matrix, names = last_layer_curvature(member, ds, jax.random.key(config["seed"]))
+        a, b = choose_plane(matrix, tau0, config["shape_correlation"])
+        return {
+            "eigenvalues": np.linalg.eigvalsh(matrix),
+            "block": matrix[np.ix_([a, b], [a, b])],
+            "plane": [names[a], names[b]],
+        }
+
+    found = Cache(Path(out_dir) / "cache").json("posterior_shape-plane", settings, compute)
+    eigenvalues, block = np.asarray(found["eigenvalues"]), np.asarray(found["block"])
+    names, (a, b) = found["plane"], (0, 1)
+    n, num_params = len(ds.x_train), len(eigenvalues)
     gamma = effective_parameters(eigenvalues, 1.0, tau0)
-    a, b = choose_plane(matrix, tau0, config["shape_correlation"])
-    block = matrix[np.ix_([a, b], [a, b])]
     corr = float(block[0, 1] / np.sqrt(block[0, 0] * block[1, 1]))
     lam_low, lam_high = np.linalg.eigvalsh(block)
     # tau from the training prior up to 10x the plane's largest curvature at N = n: round there

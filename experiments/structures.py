@@ -12,6 +12,7 @@ Run ``python -m experiments.structures [--out results/structures]``.
 """
 
 import itertools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,7 @@ from bnn_jax import curvature, losses, models, plotting, training
 from bnn_jax.testing import exact_ggn
 from bnn_jax.types import Batch
 from experiments import cli, common
+from experiments.cache import Cache
 
 STRUCTURES = {
     "block-diagonal": curvature.block_diagonal,
@@ -106,9 +108,16 @@ def _layers(params) -> list[np.ndarray]:
 
 def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
     """The curvature-structure and Kronecker-product figures; returns the relative errors."""
-    del out_dir, fitted  # nothing cached: the whole study takes about a second
+    del fitted  # a tiny network of its own
     check(config)
-    mats, boundaries = matrices(config)
+
+    def compute() -> dict:
+        mats, boundaries = matrices(config)
+        return {"matrices": mats, "boundaries": np.asarray(boundaries)}
+
+    stored = Cache(Path(out_dir) / "cache").stage("structures", config, compute)
+    mats = {name: np.asarray(stored["matrices"][name]) for name in ("exact GGN", *STRUCTURES)}
+    boundaries = [int(b) for b in stored["boundaries"]]
     exact = mats["exact GGN"]
     errors = {name: plotting.relative_error(m, exact) for name, m in mats.items() if m is not exact}
     widths = [
