@@ -238,7 +238,9 @@ def verdicts(per_draw: dict) -> list[dict]:
     """Claims judged on intervals over the draws (``stats.verdict``): per method, that FGM and
     BIM at the notebook's eps lower the accuracy on the training points (paired: clean minus
     attacked > 0), and per Laplace method and the GP, that the far-field maximum probability
-    lies below MAP's (paired: method minus MAP < 0; Kristiadi et al. 2020 for Laplace)."""
+    lies below MAP's (paired: method minus MAP < 0; Kristiadi et al. 2020 for Laplace), next to
+    whether its test NLL lies above MAP's (a method less confident everywhere lowers the
+    far-field confidence without knowing where the data are)."""
     out = []
     for name, scores in per_draw.items():
         for attack in ("fgm", "bim"):
@@ -255,6 +257,12 @@ def verdicts(per_draw: dict) -> list[dict]:
                 out.append(
                     {"method": name, "kind": "far_field"}
                     | stats.verdict(claim, diff, below=0.0).as_dict()
+                )
+                worse = stats.paired(per_draw["map"]["nll"], per_draw[name]["nll"])
+                claim = f"{name}'s test NLL is above MAP's (less confident on the data too)"
+                out.append(
+                    {"method": name, "kind": "in_domain_nll"}
+                    | stats.verdict(claim, worse, above=0.0).as_dict()
                 )
     return out
 

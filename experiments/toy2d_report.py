@@ -243,6 +243,29 @@ def far_field(report: Report, config, ds, grids, display, metrics) -> None:
             + "; ".join(f"{v['method']} {_iv(v['interval'])}: {v['outcome']}" for v in judged)
             + "."
         )
+    nll = [v for v in metrics["verdicts"] if v["kind"] == "in_domain_nll"]
+    worse = [v["method"] for v in nll if v["outcome"] == "held"]
+    unclear = [v["method"] for v in nll if v["outcome"] == "inconclusive"]
+    if worse:
+        reading = (
+            f"Higher than MAP's for {', '.join(worse)}: there part of the lower far-field "
+            "confidence is underconfidence everywhere, not knowledge of where the data are."
+        )
+    elif unclear:
+        reading = (
+            f"The intervals of {', '.join(unclear)} straddle 0: the draws do not tell whether "
+            "their lower far-field confidence comes with lower confidence on the data."
+        )
+    else:
+        reading = "No method's NLL lies above MAP's: the lower far-field confidence is not "
+        reading += "underconfidence on the data."
+    if nll:
+        report.text(
+            "In-domain test NLL minus MAP's (paired over draws): "
+            + "; ".join(f"{v['method']} {_iv(v['interval'])}" for v in nll)
+            + ". "
+            + reading
+        )
 
 
 def other_facts(report: Report, config, metrics) -> None:

@@ -66,8 +66,14 @@ def test_draws_follow_the_rule_and_the_seed(seed):
         assert d.gap == pytest.approx(_naive_gap(*bundled.toy2d(d.seed)[0])[0])
 
 
-def _scores(clean, fgm, bim, far):
-    return {"train_accuracy": clean, "fgm_accuracy": fgm, "bim_accuracy": bim, "far_max_prob": far}
+def _scores(clean, fgm, bim, far, nll=(0.10, 0.11, 0.12)):
+    return {
+        "train_accuracy": clean,
+        "fgm_accuracy": fgm,
+        "bim_accuracy": bim,
+        "far_max_prob": far,
+        "nll": list(nll),
+    }
 
 
 def test_verdicts_hold_only_where_the_effect_is():
@@ -77,6 +83,8 @@ def test_verdicts_hold_only_where_the_effect_is():
         "map": _scores(clean, [0.90, 0.88, 0.91], clean, [0.99, 0.98, 0.99]),
         # far-field confidence clearly below MAP's
         "last_layer_laplace": _scores(clean, clean, clean, [0.70, 0.72, 0.74]),
+        # below MAP far away, but by being less confident on the data too
+        "diag_laplace": _scores(clean, clean, clean, [0.6, 0.6, 0.6], [0.3, 0.32, 0.35]),
         # as confident as MAP far away (the effect absent)
         "kfac_laplace": _scores(clean, clean, clean, [0.99, 0.98, 0.99]),
         # below MAP on one draw, above on another: no verdict
@@ -86,6 +94,8 @@ def test_verdicts_hold_only_where_the_effect_is():
     assert got[("map", "fgm")] == "held"
     assert got[("map", "bim")] == "not held"
     assert got[("last_layer_laplace", "far_field")] == "held"
+    assert got[("last_layer_laplace", "in_domain_nll")] != "held"  # the same NLL as MAP's
+    assert got[("diag_laplace", "in_domain_nll")] == "held"
     assert got[("kfac_laplace", "far_field")] == "not held"
     assert got[("gp", "far_field")] == "inconclusive"
     assert got[("gp", "bim")] == "inconclusive"
