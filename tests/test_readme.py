@@ -9,7 +9,17 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from bnn_jax import calibration, curvature, data, laplace, losses, models, predictive, training
+from bnn_jax import (
+    calibration,
+    curvature,
+    data,
+    laplace,
+    losses,
+    models,
+    predictive,
+    training,
+    uncertainty,
+)
 
 
 def test_laplace_in_five_lines_runs(tmp_path, monkeypatch):
@@ -78,7 +88,7 @@ def _blocks(title: str) -> list[str]:
 
 def test_three_ways_in_share_one_recipe_that_keeps_the_map_accuracy():
     """linen, nnx and plain-jax.numpy entries each run with the shared recipe; the linearised
-    probit predictive keeps the MAP's accuracy (the weight-sampling one does not, issue 14)."""
+    predictive (MC link) keeps the MAP's accuracy (the weight-sampling one does not, issue 14)."""
     blocks = _blocks("Three ways in: linen, nnx or your own parameters")
     assert len(blocks) == 4
     ds = data.load("digits", seed=0, num_train=200)
@@ -95,6 +105,7 @@ def test_three_ways_in_share_one_recipe_that_keeps_the_map_accuracy():
             "models": models,
             "predictive": predictive,
             "training": training,
+            "uncertainty": uncertainty,
             "ds": ds,
             "key": jax.random.key(0),
         }
