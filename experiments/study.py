@@ -117,11 +117,21 @@ def _run(config: dict, out_dir) -> dict:
     return metrics
 
 
+def _is_flagged(claim: dict) -> bool:
+    """A claim turned "not held" by a flagged posterior (its interval may be on the claimed
+    side)."""
+    return claim["detail"].startswith("flagged")
+
+
+def _shown_verdict(claim: dict) -> str:
+    return claim["outcome"] + " (flagged)" * _is_flagged(claim)
+
+
 def _opening(config: dict, fitted, found: list[dict]) -> list[str]:
     """What is reproduced and what is not: the verdicts, grouped, then the table."""
     seeds = family.seeds(config)
     by = {o: [c for c in found if c["outcome"] == o] for o in (stats.HELD, stats.NOT_HELD)}
-    flagged = [c for c in by[stats.NOT_HELD] if c["detail"].startswith("flagged")]
+    flagged = [c for c in by[stats.NOT_HELD] if _is_flagged(c)]
     short = lambda c: f"{c['claim']} ({c['member']}{', ' + c['method'] if c['method'] else ''})"
     lines = [
         f"The two source documents' claims, tested on {config['dataset']} over {len(seeds)} "
@@ -151,7 +161,7 @@ def _opening(config: dict, fitted, found: list[dict]) -> list[str]:
     for c in found:
         value = stats.Interval(**c["interval"]).format(3) if c["interval"] else c["detail"]
         rows.append(f"| {c['member']} | {c['claim']} | {c['method'] or '-'} | {value} | "
-                    f"{c['outcome']} |")  # fmt: skip
+                    f"{_shown_verdict(c)} |")  # fmt: skip
     table = "\n".join(
         ["| member | claim | method | interval (95%) | verdict |", "|---|---|---|---|---|", *rows]
     )
@@ -212,7 +222,7 @@ def headline(config: dict, metrics: dict) -> list[list[dict]]:
                 "method": c["method"] or "-",
                 "mean": interval.mean if interval else None,
                 "95% interval": f"[{interval.low:.3f}, {interval.high:.3f}]" if interval else "-",
-                "verdict": c["outcome"] + (" (flagged)" * c["detail"].startswith("flagged")),
+                "verdict": _shown_verdict(c),
             }
         )
     return [*tables, rows] if rows else tables
