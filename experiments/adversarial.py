@@ -78,13 +78,7 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
     }
 
 
-def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
-    """Run this study alone: ``report.md``, ``metrics.json``, ``config.json`` and figures in
-    ``out_dir``."""
-    return common.run_alone(
-        "bnn_jax: adversarial study", "adversarial", run, config, out_dir,
-        overwrite=overwrite, check=check,
-    )  # fmt: skip
+main = common.alone_main("bnn_jax: adversarial study", "adversarial", run, check)
 
 
 if __name__ == "__main__":

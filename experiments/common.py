@@ -343,3 +343,14 @@ def run_alone(
         write_results(out_dir, config, metrics)
         report.write()
     return metrics
+
+
+def alone_main(title: str, name: str, run: Callable, check: Callable[[dict], Any]) -> Callable:
+    """A study's ``main(config, out_dir, *, overwrite=False) -> metrics``: :func:`run_alone`
+    with the study's report ``title``, metrics ``name``, ``run`` and ``check``."""
+
+    def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
+        return run_alone(title, name, run, config, out_dir, overwrite=overwrite, check=check)
+
+    main.__doc__ = f"Run the {name} study alone into ``out_dir``: {run_alone.__doc__}"
+    return main

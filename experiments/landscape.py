@@ -347,18 +347,7 @@ def _shape_sentence(fit: np.ndarray, exact: np.ndarray) -> str:
     return f"exp(-E) and its Laplace approximation have similar widths {numbers}."
 
 
-def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
-    """Run this study alone: ``report.md``, ``metrics.json``, ``config.json`` and figures in
-    ``out_dir``."""
-    return common.run_alone(
-        "bnn_jax: loss landscape study",
-        "landscape",
-        run,
-        config,
-        out_dir,
-        overwrite=overwrite,
-        check=check,
-    )
+main = common.alone_main("bnn_jax: loss landscape study", "landscape", run, check)
 
 
 if __name__ == "__main__":

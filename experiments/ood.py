@@ -93,13 +93,7 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
     }
 
 
-def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
-    """Run this study alone: ``report.md``, ``metrics.json``, ``config.json`` and figures in
-    ``out_dir``."""
-    return common.run_alone(
-        "bnn_jax: out-of-distribution study", "ood", run, config, out_dir,
-        overwrite=overwrite, check=check,
-    )  # fmt: skip
+main = common.alone_main("bnn_jax: out-of-distribution study", "ood", run, check)
 
 
 if __name__ == "__main__":

@@ -215,17 +215,8 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
     }
 
 
-def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
-    """Run this study alone into ``out_dir`` (report, metrics, figures)."""
-    return common.run_alone(
-        "bnn_jax: how N and tau shape the posterior",
-        "posterior_shape",
-        run,
-        config,
-        out_dir,
-        overwrite=overwrite,
-        check=check,
-    )
+TITLE = "bnn_jax: how N and tau shape the posterior"
+main = common.alone_main(TITLE, "posterior_shape", run, check)
 
 
 if __name__ == "__main__":

@@ -177,17 +177,7 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
     }
 
 
-def main(config: dict, out_dir, *, overwrite: bool = False) -> dict:
-    """Run this study alone into ``out_dir`` (report, metrics, figures)."""
-    return common.run_alone(
-        "bnn_jax: curvature structures",
-        "structures",
-        run,
-        config,
-        out_dir,
-        overwrite=overwrite,
-        check=check,
-    )
+main = common.alone_main("bnn_jax: curvature structures", "structures", run, check)
 
 
 if __name__ == "__main__":
