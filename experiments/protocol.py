@@ -154,12 +154,12 @@ def _evaluate_all(config, spec, arch, ds, sets, key, trained, posteriors, train)
                 sweep = recipes.fgsm_sweep(
                     recipes.mc_log_probs, (post, draws), x_attack, y_attack, eps
                 )
-                record(name, recipes.evaluate(post, "mc", sets, eval_key, config), sweep)
+                record(name, recipes.evaluate(post, ["mc"], sets, eval_key, config)["mc"], sweep)
                 bar.update()
                 continue
             sweep = recipes.fgsm_sweep(recipes.probit_log_probs, (post,), x_attack, y_attack, eps)
-            probit = recipes.evaluate(post, "probit", sets, eval_key, config)
-            exact = recipes.evaluate(post, "mclink", sets, eval_key, config)
+            links = recipes.evaluate(post, ["mclink", "probit"], sets, eval_key, config)
+            exact, probit = links["mclink"], links["probit"]
             main, side = (exact, probit) if recipe == "redux" else (probit, exact)
             record(name, main, sweep)
             record(f"{name.rsplit('_', 1)[0]}_{recipes.SIDE_LINKS[recipe]}", side)

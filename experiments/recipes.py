@@ -176,24 +176,27 @@ def from_samples(samples_by_set: dict[str, jax.Array]) -> Evaluated:
     return Evaluated(test, entropy, bald)
 
 
-def evaluate(posterior, link: str, sets: dict[str, np.ndarray], key, config: dict) -> Evaluated:
-    """The predictive ``link`` (``"mc"``: weight samples, ``"probit"``: GLM centred probit,
-    ``"mclink"``: GLM exact MC link) of ``posterior`` on every set."""
+def evaluate(posterior, links, sets: dict[str, np.ndarray], key, config: dict) -> dict:
+    """``{link: Evaluated}``: the predictives ``links`` (``"mc"``: weight samples, ``"probit"``:
+    GLM centred probit, ``"mclink"``: GLM exact MC link) of ``posterior`` on every set; the GLM
+    links share one ``glm_moments`` computation per set."""
     chunk = config.get("chunk_size")
-    out = {}
+    out = {link: {} for link in links}
     for name, x in sets.items():
         x = jnp.asarray(x)
-        if link == "mc":
-            out[name] = predictive.laplace_log_probs(
+        if "mc" in links:
+            out["mc"][name] = predictive.laplace_log_probs(
                 posterior, x, key=key, num_samples=config["num_samples"], chunk_size=chunk
             )
-        elif link == "probit":
-            out[name] = predictive.glm_probit_log_probs(posterior, x, chunk_size=1000)[None]
-        else:
-            out[name] = predictive.glm_mc_log_probs(
-                posterior, x, key=key, num_samples=config["glm_mc_samples"], chunk_size=1000
+        if {"probit", "mclink"} & set(links):
+            moments = predictive.glm_moments(posterior, x, chunk_size=1000)
+        if "probit" in links:
+            out["probit"][name] = predictive.probit_link(moments)[None]
+        if "mclink" in links:
+            out["mclink"][name] = predictive.mc_link(
+                moments, key=key, num_samples=config["glm_mc_samples"]
             )
-    return from_samples(out)
+    return {link: from_samples(samples) for link, samples in out.items()}
 
 
 def scores(evaluated: Evaluated, labels, ood_sets, num_bins: int = 10) -> dict:

@@ -153,3 +153,25 @@ def test_bad_inputs_raise_value_errors(x64):
         predictive.glm_probit_log_probs(post, x, chunk_size=0)
     with pytest.raises(ValueError, match="x"):
         predictive.glm_moments(post, x * np.inf)
+
+
+def test_links_on_precomputed_moments_equal_the_one_call_predictives(x64):
+    post, x = posterior("kfac")
+    moments = predictive.glm_moments(post, x)
+    for centred in (True, False):
+        np.testing.assert_allclose(
+            predictive.probit_link(moments, centred=centred),
+            predictive.glm_probit_log_probs(post, x, centred=centred),
+            rtol=1e-12,
+        )
+    key = make_key(2)
+    np.testing.assert_allclose(
+        predictive.mc_link(moments, key=key, num_samples=7),
+        predictive.glm_mc_log_probs(post, x, key=key, num_samples=7),
+        rtol=1e-12,
+    )
+    with pytest.raises(ValueError, match="moments: expected a FunctionalMoments"):
+        predictive.probit_link((moments.mean, moments.covariance))
+    with pytest.raises(ValueError, match=r"moments: expected mean \[batch, C\]"):
+        predictive.mc_link(moments._replace(covariance=moments.covariance[:, 0]), key=key,
+                           num_samples=2)  # fmt: skip

@@ -13,6 +13,8 @@ from bnn_jax.predictive.linearised import (
     glm_moments,
     glm_probit_log_probs,
     jacobian_covariance,
+    mc_link,
+    probit_link,
 )
 from bnn_jax.predictive.local import local_log_probs
 from bnn_jax.predictive.monte_carlo import laplace_log_probs, sample_log_probs
@@ -29,7 +31,9 @@ __all__ = [
     "jacobian_covariance",
     "laplace_log_probs",
     "local_log_probs",
+    "mc_link",
     "mc_regression",
     "mean_log_probs",
+    "probit_link",
     "sample_log_probs",
 ]

@@ -41,6 +41,8 @@ __all__ = [
     "glm_moments",
     "glm_probit_log_probs",
     "jacobian_covariance",
+    "mc_link",
+    "probit_link",
 ]
 
 
@@ -136,9 +138,32 @@ def glm_probit_log_probs(
       >>> log_probs = predictive.glm_probit_log_probs(post, x_test)
     """
     check_task(posterior.likelihood, "classification", "glm_probit_log_probs")
+    _check_centred(centred)
+    return probit_link(glm_moments(posterior, x, chunk_size=chunk_size), centred=centred)
+
+
+def _check_centred(centred) -> None:
     if not isinstance(centred, bool):
         raise ValueError(f"centred: expected True or False, got {centred!r}")
-    moments = glm_moments(posterior, x, chunk_size=chunk_size)
+
+
+def _check_moments(moments) -> None:
+    if not isinstance(moments, FunctionalMoments):
+        raise ValueError(f"moments: expected a FunctionalMoments, got {type(moments).__name__}")
+    mean, cov = moments.mean, moments.covariance
+    if mean.ndim != 2 or cov.shape != (*mean.shape, mean.shape[-1]):
+        raise ValueError(
+            f"moments: expected mean [batch, C] and covariance [batch, C, C], got "
+            f"{mean.shape} and {cov.shape}"
+        )
+
+
+def probit_link(moments: FunctionalMoments, *, centred: bool = True) -> jax.Array:
+    """The probit link of :func:`glm_probit_log_probs` on moments already computed
+    (:func:`glm_moments`): ``log softmax(mu / sqrt(1 + pi/8 v))``, ``[batch, C]``. One
+    :func:`glm_moments` call can feed this and :func:`mc_link`."""
+    _check_centred(centred)
+    _check_moments(moments)
     cov = moments.covariance
     if centred:
         proj = jnp.eye(cov.shape[-1], dtype=cov.dtype) - 1.0 / cov.shape[-1]
@@ -177,6 +202,15 @@ def glm_mc_log_probs(
     checks.key("key", key)
     checks.positive_int("num_samples", num_samples)
     moments = glm_moments(posterior, x, chunk_size=chunk_size)
+    return mc_link(moments, key=key, num_samples=num_samples)
+
+
+def mc_link(moments: FunctionalMoments, *, key: Key, num_samples: int) -> jax.Array:
+    """The MC link of :func:`glm_mc_log_probs` on moments already computed
+    (:func:`glm_moments`): ``log softmax(mu + L eps_t)``, ``[T, batch, C]``."""
+    _check_moments(moments)
+    checks.key("key", key)
+    checks.positive_int("num_samples", num_samples)
     eps = jax.random.normal(key, (num_samples, moments.mean.shape[-1]), moments.mean.dtype)
     logits = moments.mean + jnp.einsum("bkj,tj->tbk", _sqrt_psd(moments.covariance), eps)
     return jax.nn.log_softmax(logits, axis=-1)
