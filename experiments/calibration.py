@@ -64,6 +64,11 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
         f"{k} {table[k][m]['ece'].mean:.3f}" for k in members if m in has[k]
     )
     curves = lambda m: [curve(k, m) for k in members if m in has[k]]  # the members that ran m
+    absent = lambda ms: "".join(
+        f" {m} is not run on {', '.join(k for k in members if m not in has[k])}."
+        for m in ms
+        if any(m not in has[k] for k in members)
+    )
     report.figure(
         "calibration_curves_laplace",
         plotting.calibration_curves(
@@ -71,10 +76,11 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
             title="SGD (MAP) vs DIAG vs KFAC Laplace (the post's recipe)",
         ),
         "Confidence minus accuracy per equal-mass bin (first seed) on a logit confidence axis, "
-        "line = family mean, band = min/max over the family; above 0 is overconfident. ECE "
-        f"(mean over seeds): MAP {ece_of('map')}; "
+        "line = mean, band = min/max over the members that ran the method; above 0 is "
+        f"overconfident. ECE (mean over seeds): MAP {ece_of('map')}; "
         + "; ".join(f"{m} {ece_of(m)}" for m in shown[1:])
-        + ".",
+        + "."
+        + absent(shown),
     )
     others = [m for m in methods if m not in shown and not m.endswith(("_probit", "_mclink"))]
     others = [m for m in others if not m.endswith("_post")]
@@ -87,7 +93,8 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
         "The same curves for temperature scaling, MC and Concrete Dropout, the deep ensemble "
         "and the Redux and GLM-search Laplace recipes. ECE (mean over seeds): "
         + "; ".join(f"{m} {ece_of(m)}" for m in others)
-        + ".",
+        + "."
+        + absent(others),
     )
     best = verdicts.best_recipe(fitted.results[ref])
     panel = [m for m in ("map", "temperature", "kfac_post", best) if m in has[ref]]

@@ -135,8 +135,13 @@ def test_each_study_runs_alone(tmp_path, module, full_run):
 
 
 def test_the_convolutional_member_runs_on_the_1d_signals(tmp_path):
-    """The opt-in LeNet-5 for 1D signals: last-layer KFAC on its features, Concrete Dropout
-    around its Dense layers (two learned rates)."""
+    """The LeNet-5 for 1D signals (in the default family, not in ``quick``'s): last-layer KFAC
+    on its features, Concrete Dropout around its Dense layers (two learned rates)."""
+    default, quick = family.default_config(), family.default_config(quick=True)
+    assert {"name": "lenet1d", "architecture": "lenet1d", "recipes": ["redux", "glm"]} in (
+        default["family"]
+    )
+    assert [m["name"] for m in quick["family"]] == ["mlp-1x128"]
     member = {"name": "lenet1d", "architecture": "lenet1d"}
     config = _tiny(calibration, **SMALL | {"family": [member], "reference": "lenet1d"})
     config |= {"num_seeds": 1, "epochs": 1, "methods": ["map", "temperature", "concrete_dropout"]}
