@@ -24,18 +24,18 @@ these claims: at 98% accuracy the MAP is not overconfident (ECE 0.007).
 **Methods** (per member and seed): the MAP ("SGD" in the post), temperature scaling on the
 validation split, MC dropout, Concrete Dropout, a deep ensemble, and for every Laplace structure
 the recipes of :mod:`experiments.recipes` side by side (the post's MC predictive with a searched
-``(s, tau)``, Laplace Redux, the centred-probit GLM search), with their diagnostics. Trained
+``(s, tau)``, Laplace Redux, the GLM search), with their diagnostics. Trained
 networks, fitted posteriors and every seed's results are cached by a hash of their settings.
 
 **Members and time.** The default family is mlp-1x128, mlp-2x256 and a LeNet-5 for the 1D
-signals (:class:`LeNet1D`: MAP accuracy 0.800 [0.795, 0.805], ECE 0.111, against 0.64-0.68 for
-the MLPs); ``quick`` runs mlp-1x128 alone. The MLPs run every recipe; the LeNet-5 runs Redux and
-the GLM search only (a member's ``"recipes"``): the post's MC search and MC attacks are about 60%
-of a member's Laplace cost, and on XLA:CPU a LeNet-5 forward pass costs three times an
-MLP-2x256's. Measured on the idle 2-core machine: the default job 9 min 19 s wall, 14.5 CPU-minutes
-(LeNet-5 seeds 77 / 50 / 46 s, mlp-2x256 73 / 49 / 48 s: the first seed compiles). The deep
-member mlp-3x256 (Redux and the GLM search only) is opt-in by config (``MEMBERS``): it would add
-about 4 CPU-minutes.
+signals (:class:`LeNet1D`: MAP accuracy 0.800 [0.795, 0.805] and ECE 0.111, against 0.580 and
+0.637 for the two MLPs); ``quick`` runs mlp-1x128 alone. The MLPs run every recipe; the LeNet-5
+runs Redux and the GLM search only (a member's ``"recipes"``): the post's MC search and MC
+attacks are about 60% of a member's Laplace cost, and on XLA:CPU a LeNet-5 forward pass costs
+three times an MLP-2x256's. Measured on the idle 2-core machine: the default job 9 min 28 s
+wall, 14.6 CPU-minutes (LeNet-5 seeds 74 / 48 / 48 s, mlp-2x256 74 / 50 / 52 s: the first seed
+compiles). The deep member mlp-3x256 (Redux and the GLM search only) is opt-in by config
+(``MEMBERS``): it would add about 4 CPU-minutes.
 """
 
 from pathlib import Path

@@ -37,11 +37,19 @@ def laplace_recipes(results: list[dict]) -> list[str]:
     return [f"{s}_{r}" for s in recipes.STRUCTURES for r in recipes.RECIPES if f"{s}_{r}" in names]
 
 
+def recipe_of(method: str) -> str:
+    """The recipe whose posterior a side link shows (``kfac_glm_probit`` -> ``kfac_glm``)."""
+    for recipe, side in recipes.SIDE_LINKS.items():
+        if method.endswith(f"_{side}"):
+            return method.removesuffix(side) + recipe
+    return method
+
+
 def flags(results: list[dict], method: str) -> list[str]:
     """Why ``method``'s posterior was flagged, per flagged seed (empty: never flagged)."""
     found = []
     for i, run in enumerate(results):
-        flag = run["tuned"].get(method.replace("_redux_probit", "_redux").replace("_mclink", ""))
+        flag = run["tuned"].get(recipe_of(method))
         if isinstance(flag, dict) and flag.get("flag"):
             found.append(f"seed {i}: {flag['flag']}")
     return found
