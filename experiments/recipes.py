@@ -29,7 +29,8 @@ nothing (``gamma / P < FLAG_FRACTION``) or its search ended on an edge of the gr
 flagged posterior is never counted as a Laplace success. A validation search can prefer the
 prior to the data, the prior's variance acting as a temperature: measured, the GLM search ended
 prior-dominated (``gamma / P < 0.01``, mostly with ``s`` on its low edge) on 12 of 18 MLP
-seed-structure pairs and 3 of 9 on the LeNet-5, and those are flagged. FGSM attacks each recipe through the predictive it reports.
+seed-structure pairs and 3 of 9 on the LeNet-5, and those are flagged. FGSM attacks each
+recipe through the predictive it reports.
 
 Compilation is most of the cost of these stages on a CPU, so every function here takes the
 posterior, the data and the keys as arguments of functions built once per architecture
