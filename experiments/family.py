@@ -213,12 +213,13 @@ def concrete(config: dict, ds, spec: dict):
 
 
 def load_data(config: dict, seed: int) -> tuple[data.Dataset, dict]:
-    """The data set of one seed and its evaluation sets (``"test"`` and the OOD sets)."""
+    """The data set of one seed and its evaluation sets (``"test"``, ``"val"``: the validation
+    split the best recipe is chosen on, and the OOD sets)."""
     sizes = {}
     if config["dataset"] in ("mnist1d", "toy2d"):
         sizes = {"num_val": config["num_val"], "num_test": config["num_test"]}
     ds = data.load(config["dataset"], seed=seed, num_train=config["num_train"], **sizes)
-    sets = {"test": ds.x_test[: config["num_test"]]}
+    sets = {"test": ds.x_test[: config["num_test"]], "val": ds.x_val}
     for name in config["ood_sets"]:
         sets[name] = data.load_ood(ds, name, seed=seed, num=config["num_ood"])
     return ds, sets

@@ -36,7 +36,7 @@ class SeedRun(NamedTuple):
 def _settings(config: dict, spec: dict, seed: int) -> dict:
     """Everything a member's results at one seed depend on."""
     keys = family.default_config().keys() - {"family", "reference", "seed", "num_seeds"}
-    return {k: config[k] for k in sorted(keys)} | {"spec": spec, "seed": seed, "v": 2}
+    return {k: config[k] for k in sorted(keys)} | {"spec": spec, "seed": seed, "v": 3}
 
 
 def run_seed(config: dict, spec: dict, seed: int, cache_dir: Path, archs: dict) -> SeedRun:
@@ -110,7 +110,7 @@ def _evaluate_all(config, spec, arch, ds, sets, key, trained, posteriors, train)
     methods, tuned, arrays = {}, {}, {"test_log_probs": {}, "entropy": {}}
 
     def record(name, evaluated, sweep=None):
-        methods[name] = recipes.scores(evaluated, labels, ood_sets, bins)
+        methods[name] = recipes.scores(evaluated, labels, ood_sets, bins, ds.y_val)
         if sweep is not None:
             methods[name]["fgsm"] = sweep
         arrays["test_log_probs"][name] = evaluated.test_log_probs.astype(np.float32)

@@ -168,12 +168,14 @@ def describe(posterior, found: laplace.SearchResult | None = None) -> dict:
 
 
 class Evaluated(NamedTuple):
-    """A predictive on the test split and the OOD sets: the test log-probabilities
-    ``[n, C]`` (of the mean prediction) and the scores per set (entropy, BALD)."""
+    """A predictive on the evaluation sets: the log-probabilities ``[n, C]`` of the mean
+    prediction on the test split and on the validation split (``None`` without a ``"val"``
+    set), and the scores per set (entropy, BALD)."""
 
     test_log_probs: np.ndarray
     entropy: dict[str, np.ndarray]
     bald: dict[str, np.ndarray]
+    val_log_probs: np.ndarray | None = None
 
 
 def from_samples(samples_by_set: dict[str, jax.Array]) -> Evaluated:
@@ -182,8 +184,8 @@ def from_samples(samples_by_set: dict[str, jax.Array]) -> Evaluated:
     for name, samples in samples_by_set.items():
         entropy[name] = np.asarray(uncertainty.predictive_entropy(samples))
         bald[name] = np.asarray(uncertainty.bald(samples))
-    test = np.asarray(uncertainty.mean_log_probs(samples_by_set["test"]))
-    return Evaluated(test, entropy, bald)
+    mean = lambda name: np.asarray(uncertainty.mean_log_probs(samples_by_set[name]))
+    return Evaluated(mean("test"), entropy, bald, mean("val") if "val" in samples_by_set else None)
 
 
 def evaluate(posterior, links, sets: dict[str, np.ndarray], key, config: dict) -> dict:
@@ -209,21 +211,29 @@ def evaluate(posterior, links, sets: dict[str, np.ndarray], key, config: dict) -
     return {link: from_samples(samples) for link, samples in out.items()}
 
 
-def scores(evaluated: Evaluated, labels, ood_sets, num_bins: int = 10) -> dict:
-    """Accuracy, NLL, ECE, Brier on the test split; entropy (and BALD) AUROC per OOD set."""
-    lp, y = jnp.asarray(evaluated.test_log_probs), jnp.asarray(labels)
-    out = {
+def split_scores(log_probs, labels, num_bins: int = 10) -> dict:
+    """Accuracy, NLL, ECE and Brier score of ``log_probs [n, C]`` against ``labels``."""
+    lp, y = jnp.asarray(log_probs), jnp.asarray(labels)
+    return {
         "accuracy": float(calibration.accuracy(lp, y)),
         "nll": float(calibration.nll(lp, y)),
         "ece": float(calibration.ece(lp, y, num_bins=num_bins)),
         "brier": float(calibration.brier(lp, y)),
-        "auroc": {
-            s: float(ood.auroc(evaluated.entropy["test"], evaluated.entropy[s])) for s in ood_sets
-        },
-        "auroc_bald": {
-            s: float(ood.auroc(evaluated.bald["test"], evaluated.bald[s])) for s in ood_sets
-        },
     }
+
+
+def scores(evaluated: Evaluated, labels, ood_sets, num_bins: int = 10, val_labels=None) -> dict:
+    """:func:`split_scores` on the test split (and under ``"val"`` on the validation split,
+    given ``val_labels``); entropy (and BALD) AUROC per OOD set."""
+    out = split_scores(evaluated.test_log_probs, labels, num_bins)
+    out["auroc"] = {
+        s: float(ood.auroc(evaluated.entropy["test"], evaluated.entropy[s])) for s in ood_sets
+    }
+    out["auroc_bald"] = {
+        s: float(ood.auroc(evaluated.bald["test"], evaluated.bald[s])) for s in ood_sets
+    }
+    if val_labels is not None:
+        out["val"] = split_scores(evaluated.val_log_probs, val_labels, num_bins)
     return out
 
 

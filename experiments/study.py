@@ -140,7 +140,9 @@ def _opening(config: dict, fitted, found: list[dict]) -> list[str]:
         "verdict below was computed from a 95% interval over the seeds after the run: **held** "
         "when the whole interval is on the claimed side, **not held** when it is entirely on "
         "the other side, **inconclusive** otherwise; a Laplace posterior flagged as "
-        "prior-dominated or stuck on its search grid's edge never counts as a success.",
+        "prior-dominated or stuck on its search grid's edge never counts as a success. A "
+        "member's best Laplace recipe is chosen on the validation split (the largest ECE "
+        "reduction within the accuracy target), not on the test numbers its verdicts read.",
         f"**Reproduced ({len(by[stats.HELD])}):** "
         + ("; ".join(short(c) for c in by[stats.HELD]) or "none")
         + ".",

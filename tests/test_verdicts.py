@@ -9,11 +9,13 @@ SETS = ["patches", "noise"]
 
 
 def _scores(rng, acc, ece, auroc, slope):
+    accuracy, calibration = acc + 1e-3 * rng.normal(), ece + 1e-3 * abs(rng.normal())
     return {
-        "accuracy": acc + 1e-3 * rng.normal(),
+        "accuracy": accuracy,
         "nll": 1.0,
-        "ece": ece + 1e-3 * abs(rng.normal()),
+        "ece": calibration,
         "brier": 0.5,
+        "val": {"accuracy": accuracy, "ece": calibration, "nll": 1.0, "brier": 0.5},
         "auroc": {s: auroc + 1e-3 * rng.normal() for s in SETS},
         "auroc_bald": {s: 0.5 for s in SETS},
         "fgsm": {"eps": [0.0, 0.1], "entropy": [1.0, 1.0], "accuracy": [0.6, 0.5],
@@ -79,3 +81,20 @@ def test_a_clear_effect_is_held_and_a_flagged_recipe_never_counts():
     family = verdicts.claims({"a": _results(0.8), "b": flagged}, SETS)
     overall = [c for c in family if c["member"] == "family"]
     assert overall[0]["outcome"] == verdicts.NOT_HELD  # not held on one member: not held
+
+
+def test_the_best_recipe_is_chosen_on_validation_not_on_the_test_split():
+    """``diag_glm`` looks best on the test split and worst on validation: the test split's
+    verdicts must not be read off the recipe it favours; a recipe that loses validation
+    accuracy beyond the target is passed over."""
+    results = _results(0.8)
+    for run in results:
+        glm = run["methods"]["kfac_glm"]
+        diag = {**glm, "ece": 0.001, "val": {**glm["val"], "ece": 0.17}}
+        run["methods"]["diag_glm"] = diag
+        run["tuned"]["diag_glm"] = {"flag": "", "gamma": 10.0}
+    assert verdicts.best_recipe(results) == "kfac_glm"
+    for run in results:
+        glm = run["methods"]["kfac_glm"]
+        glm["val"] = {**glm["val"], "accuracy": glm["val"]["accuracy"] - 0.01}
+    assert verdicts.best_recipe(results) == "diag_glm"
