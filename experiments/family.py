@@ -252,12 +252,12 @@ class Family(NamedTuple):
 def fit_family(config: dict, out_dir) -> Family:
     """Every member of ``config["family"]`` over every seed (cached under ``out_dir/cache``)."""
     check({k: v for k, v in config.items() if k in default_config()})
-    cache, archs = Path(out_dir) / "cache", {}
+    cache, archs, datasets = Path(out_dir) / "cache", {}, {}
     members, results, arrays, first = [], {}, {}, None
     for spec in config["family"]:
         for i, seed in enumerate(seeds(config)):
             with progress.current().stage(f"fit {spec['name']} seed {seed}"):
-                run = protocol.run_seed(config, spec, seed, cache, archs)
+                run = protocol.run_seed(config, spec, seed, cache, archs, datasets)
             results.setdefault(spec["name"], []).append(run.result)
             if i == 0:
                 first = first or run.dataset

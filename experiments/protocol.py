@@ -39,10 +39,15 @@ def _settings(config: dict, spec: dict, seed: int) -> dict:
     return {k: config[k] for k in sorted(keys)} | {"spec": spec, "seed": seed, "v": 3}
 
 
-def run_seed(config: dict, spec: dict, seed: int, cache_dir: Path, archs: dict) -> SeedRun:
+def run_seed(
+    config: dict, spec: dict, seed: int, cache_dir: Path, archs: dict, datasets: dict
+) -> SeedRun:
     """Every method of ``spec`` at ``seed`` (see the module docstring); ``archs`` holds the
-    :class:`recipes.Arch` of each architecture across seeds (compiled functions are shared)."""
-    ds, sets = family.load_data(config, seed)
+    :class:`recipes.Arch` of each architecture across seeds (compiled functions are shared),
+    ``datasets`` each seed's ``family.load_data`` across members (generated once)."""
+    if seed not in datasets:
+        datasets[seed] = family.load_data(config, seed)
+    ds, sets = datasets[seed]
     key, bars = jax.random.key(seed), progress.current().bars
     base = family.train_settings(config, spec, seed)
 
