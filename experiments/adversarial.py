@@ -45,8 +45,8 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
         f"FGSM (L-infinity, true labels) on {runs[0]['attack_num']} test inputs per seed, step "
         f"sizes {', '.join(f'{e:g}' for e in eps)} (0: clean inputs); each method attacked "
         f"through its own predictive (MC predictive: its {config['num_samples']} weight draws; "
-        f"Redux and GLM-search recipes: the exact MC link with its {config['glm_mc_samples']} "
-        "function draws). Entropy slope: least-squares slope of the mean entropy over eps."
+        "Redux and GLM-search recipes: the centred probit of their posterior). Entropy slope: "
+        "least-squares slope of the mean entropy over eps."
     )
     panels = {
         "mean predictive entropy (nats)": {m: sweep(runs, m, "entropy") for m in shown},

@@ -82,7 +82,7 @@ def run(config: dict, out_dir, report: common.Report, fitted=None) -> dict:
         + "."
         + absent(shown),
     )
-    others = [m for m in methods if m not in shown and not m.endswith("_probit")]
+    others = [m for m in methods if m not in shown and not m.endswith(("_probit", "_mclink"))]
     others = [m for m in others if not m.endswith("_post")]
     report.figure(
         "calibration_curves_other",

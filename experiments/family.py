@@ -24,7 +24,7 @@ these claims: at 98% accuracy the MAP is not overconfident (ECE 0.007).
 **Methods** (per member and seed): the MAP ("SGD" in the post), temperature scaling on the
 validation split, MC dropout, Concrete Dropout, a deep ensemble, and for every Laplace structure
 the recipes of :mod:`experiments.recipes` side by side (the post's MC predictive with a searched
-``(s, tau)``, Laplace Redux, the GLM search), with their diagnostics. Trained
+``(s, tau)``, Laplace Redux, the centred-probit GLM search), with their diagnostics. Trained
 networks, fitted posteriors and every seed's results are cached by a hash of their settings.
 
 **Members and time.** The default family is mlp-1x128, mlp-2x256 and a LeNet-5 for the 1D

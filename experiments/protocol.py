@@ -5,7 +5,7 @@ split, entropy AUROC per OOD set, the FGSM sweep and its entropy slope), the tun
 diagnostics of every Laplace posterior, and, at the first seed, the arrays the figures need
 (test log-probabilities, entropies per set). Method names: the other methods by their
 ``methods.METHODS`` names, Laplace recipes as ``<structure>_<recipe>`` (``kfac_post``,
-``kfac_redux``, ``kfac_glm``) and their side links (``kfac_redux_probit``, ``kfac_glm_probit``).
+``kfac_redux``, ``kfac_glm``) and their side links (``kfac_redux_probit``, ``kfac_glm_mclink``).
 """
 
 from pathlib import Path
@@ -36,7 +36,7 @@ class SeedRun(NamedTuple):
 def _settings(config: dict, spec: dict, seed: int) -> dict:
     """Everything a member's results at one seed depend on."""
     keys = family.default_config().keys() - {"family", "reference", "seed", "num_seeds"}
-    return {k: config[k] for k in sorted(keys)} | {"spec": spec, "seed": seed, "v": 3}
+    return {k: config[k] for k in sorted(keys)} | {"spec": spec, "seed": seed, "v": 4}
 
 
 def run_seed(
@@ -162,11 +162,12 @@ def _evaluate_all(config, spec, arch, ds, sets, key, trained, posteriors, train)
                 record(name, recipes.evaluate(post, ["mc"], sets, eval_key, config)["mc"], sweep)
                 bar.update()
                 continue
-            attacked = recipes.mclink_log_probs(config["glm_mc_samples"])
-            sweep = recipes.fgsm_sweep(attacked, (post, eval_key), x_attack, y_attack, eps)
+            sweep = recipes.fgsm_sweep(recipes.probit_log_probs, (post,), x_attack, y_attack, eps)
             links = recipes.evaluate(post, ["mclink", "probit"], sets, eval_key, config)
-            record(name, links["mclink"], sweep)
-            record(f"{name.rsplit('_', 1)[0]}_{recipes.SIDE_LINKS[recipe]}", links["probit"])
+            exact, probit = links["mclink"], links["probit"]
+            main, side = (exact, probit) if recipe == "redux" else (probit, exact)
+            record(name, main, sweep)
+            record(f"{name.rsplit('_', 1)[0]}_{recipes.SIDE_LINKS[recipe]}", side)
             bar.update()
     bar.close()
 

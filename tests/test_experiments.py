@@ -115,7 +115,7 @@ def test_study_writes_every_figure_captions_verdicts_and_diagnostics(full_run):
     assert {"map", "temperature", "mc_dropout", "concrete_dropout", "ensemble"} <= set(
         family_scores
     )
-    for name in ("kfac_post", "kfac_redux", "kfac_redux_probit", "kfac_glm", "kfac_glm_probit"):
+    for name in ("kfac_post", "kfac_redux", "kfac_redux_probit", "kfac_glm", "kfac_glm_mclink"):
         assert family_scores[name]["ece"]["n"] == 2
     assert set(saved["ood"]["family"]["mlp-1x16"]["map"]) == {"patches", "noise"}
     assert saved["adversarial"]["mlp-1x16"]["map"]["eps"] == [0.0, 0.1]
