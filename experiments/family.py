@@ -32,8 +32,8 @@ signals (:class:`LeNet1D`: MAP accuracy 0.800 [0.795, 0.805] and ECE 0.111, agai
 0.637 for the two MLPs); ``quick`` runs mlp-1x128 alone. The MLPs run every recipe; the LeNet-5
 runs Redux and the GLM search only (a member's ``"recipes"``): the post's MC search and MC
 attacks are about 60% of a member's Laplace cost, and on XLA:CPU a LeNet-5 forward pass costs
-three times an MLP-2x256's. Measured on the idle 2-core machine: the default job 10 min 20 s
-wall, 16.0 CPU-minutes (LeNet-5 seeds 82 / 55 / 50 s, mlp-2x256 78 / 47 / 49 s: the first seed
+three times an MLP-2x256's. Measured on the idle 2-core machine: the default job 9 min 43 s
+wall, 15.2 CPU-minutes (LeNet-5 seeds 81 / 47 / 48 s, mlp-2x256 77 / 53 / 49 s: the first seed
 compiles). The deep member mlp-3x256 (Redux and the GLM search only) is opt-in by config
 (``MEMBERS``): it would add about 4 CPU-minutes.
 """
