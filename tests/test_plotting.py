@@ -645,3 +645,13 @@ def test_bad_inputs_raise(toy):
         plotting.inverse_ecdf_curves({"a": np.ones(3)}, {"a": np.ones(3)})
     with pytest.raises(ValueError, match=r"metrics\['acc'\]\['a'\]: expected shape \(3,\)"):
         plotting.attack_sweeps(np.ones(3), {"acc": {"a": np.ones(2)}})
+
+
+def test_method_colors_stay_distinct_past_ten_methods():
+    import matplotlib.pyplot as plt
+
+    from bnn_jax.plotting import _common
+
+    colors = _common.method_colors([f"m{i}" for i in range(20)])
+    assert len(set(colors.values())) == 20
+    assert list(colors.values())[:10] == list(plt.get_cmap("tab10").colors)

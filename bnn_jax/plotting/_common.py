@@ -105,9 +105,12 @@ def class_colors(num_classes: int) -> list:
 
 
 def method_colors(names: Sequence[str]) -> dict[str, tuple]:
-    """One colour per method in the given order (``tab10``), so figures drawn with the same
-    method order use the same colours."""
-    return dict(zip(names, class_colors(len(names)), strict=True))
+    """One colour per method in the given order, so figures drawn with the same method order
+    use the same colours: ``tab10``, then ``tab20``'s lighter shades (distinct up to 20
+    methods; the eleventh no longer repeats the first)."""
+    tab20 = plt.get_cmap("tab20").colors
+    palette = tab20[0::2] + tab20[1::2]  # tab20's dark half is tab10
+    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
 def levels(low: float, high: float, num: int = 21) -> np.ndarray:
